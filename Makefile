@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make lab` (the course) and `make test`.
+# Each creates .venv with the project's own Python on first use and reinstalls
+# only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-dev
+HOST   ?= 127.0.0.1
+PORT   ?= 9898
+
+.PHONY: lab test server bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## make lab: JupyterLab on the course (until the notebooks exist: the chat server).
+lab: $(STAMP)
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+		$(VENV)/bin/jupyter lab notebooks/; \
+	else \
+		echo "The notebooks are not written yet; starting the chat server instead (Ctrl-C stops it)."; \
+		$(PY) -m chatlab.server --backend auto --host $(HOST) --port $(PORT); \
+	fi
+
+## make test: lint, then every test (all backends available here).
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make server: the chat server on epoll, in the foreground.
+server: $(STAMP)
+	$(PY) -m chatlab.server --backend epoll --host $(HOST) --port $(PORT)
+
+## make bench: the event-loop benchmark (figures, not a test).
+bench: $(STAMP)
+	$(PY) -m chatlab.bench loop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
