@@ -1,0 +1,433 @@
+"""chatlab's event loop: one thread, many sockets, no blocking call.
+
+Design notes, in the order a reader meets them:
+
+1. The loop owns a *backend* (chatlab/backends): the interest set and the readiness syscall.
+   The loop adds what the syscall does not know: which callback to run for which fd, timers,
+   a queue of callbacks to run soon, and a way for other threads to wake it up.
+2. One iteration (``run_once``) is: work out how long we may sleep (0 if callbacks are
+   queued, until the next timer otherwise), ask the backend which fds are ready, run their
+   callbacks, move due timers to the queue, run the queue. Nothing in it blocks but the
+   syscall, which is why a handler must never block either.
+3. The API copies asyncio's (``add_reader``, ``call_later``, ``call_soon_threadsafe``...) so
+   that what you learn here transfers; ``fd_or_sock`` is an int or anything with fileno().
+4. Handlers may add or remove any fd, including others that are ready in the same batch.
+   The loop therefore looks each fd's callback up again just before running it (libuv does
+   the same): a reader removed by an earlier handler in the batch is simply not called.
+5. A fd closed while still registered is a bug in the caller, but it must not become a busy
+   loop. select fails with EBADF and poll returns POLLNVAL on every call; the backends report
+   such a fd as INVALID and the loop drops it, counts it and logs a warning. (epoll and
+   kqueue forget closed files by themselves, so there is nothing to report.)
+6. Statistics are plain counters, cheap enough to leave on. An optional trace hook receives
+   one record per iteration; the notebooks plot it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import INVALID, READ, WRITE, get_backend
+from .errors import LoopClosedError, LoopRunningError, RegistrationError
+
+__all__ = ["EventLoop", "Handle", "IterationTrace", "LoopStats", "TimerHandle"]
+
+logger = logging.getLogger("chatlab.loop")
+
+
+# ---------------------------------------------------------------------------- handles
+
+
+class Handle:
+    """A callback and its arguments, queued to run once; ``cancel()`` stops it."""
+
+    __slots__ = ("_callback", "_args", "cancelled")
+
+    def __init__(self, callback: Callable[..., Any], args: tuple) -> None:
+        self._callback = callback
+        self._args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __repr__(self) -> str:
+        name = getattr(self._callback, "__qualname__", self._callback)
+        state = " cancelled" if self.cancelled else ""
+        return f"<{type(self).__name__} {name}{state}>"
+
+
+class TimerHandle(Handle):
+    """A handle due at ``when`` (loop.time() clock). Ordered by time, then by creation."""
+
+    __slots__ = ("when", "_seq")
+
+    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple) -> None:
+        super().__init__(callback, args)
+        self.when = when
+        self._seq = seq
+
+    def __lt__(self, other: TimerHandle) -> bool:
+        return (self.when, self._seq) < (other.when, other._seq)
+
+
+# ------------------------------------------------------------------- stats and trace
+
+
+@dataclass
+class LoopStats:
+    """Counters kept by every loop; ``loop.statistics()`` returns a copy."""
+
+    backend: str
+    iterations: int = 0  # run_once() calls
+    wakeups: int = 0  # iterations whose syscall returned at least one ready fd
+    events: int = 0  # ready (fd, events) pairs, summed
+    callbacks: int = 0  # callbacks run (fd handlers, timers, call_soon)
+    errors: int = 0  # callbacks that raised (logged, loop kept going)
+    dropped_fds: int = 0  # fds found closed while registered (see design note 5)
+    time_blocked: float = 0.0  # seconds spent inside the syscall
+    time_working: float = 0.0  # seconds spent running callbacks
+    registered: int = 0  # fds in the interest set now
+
+
+@dataclass
+class IterationTrace:
+    """One loop iteration, as given to the trace hook."""
+
+    start: float  # loop.time() when the iteration began
+    timeout: float | None  # how long the syscall was allowed to block
+    blocked: float  # seconds spent in the syscall
+    working: float  # seconds spent in callbacks
+    ready: list[tuple[int, int]] = field(default_factory=list)  # [(fd, READ|WRITE)]
+
+
+# ------------------------------------------------------------------------- the loop
+
+
+def _fileno(fd_or_sock: Any) -> int:
+    """An int fd, or the fileno() of a socket-like object, checked for being usable."""
+    if isinstance(fd_or_sock, int):
+        fd = fd_or_sock
+    else:
+        try:
+            fd = int(fd_or_sock.fileno())
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RegistrationError(
+                f"expected an int fd or an object with fileno(), got {fd_or_sock!r}"
+            ) from exc
+    if fd < 0:
+        raise RegistrationError(f"invalid fd {fd}: is the socket closed? ({fd_or_sock!r})")
+    return fd
+
+
+class EventLoop:
+    """A readiness loop over one backend: ``EventLoop(backend="auto")``.
+
+    Not thread-safe, except ``call_soon_threadsafe()`` and ``stop()``, which any thread may
+    call. Use it as a context manager, or call ``close()``, to release the backend and the
+    wake-up socketpair.
+    """
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        *,
+        edge_triggered: bool = False,
+        trace: Callable[[IterationTrace], None] | None = None,
+    ) -> None:
+        self._backend = get_backend(backend)(edge_triggered=edge_triggered)
+        self._readers: dict[int, Handle] = {}
+        self._writers: dict[int, Handle] = {}
+        self._ready: deque[Handle] = deque()
+        self._timers: list[TimerHandle] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._running = False
+        self._thread_id: int | None = None
+        self._closed = False
+        self._trace = trace
+        self._stats = LoopStats(backend=self._backend.name)
+        # The self-pipe trick: another thread cannot interrupt our syscall directly, but it
+        # can make a socket we watch readable. One byte in, and the loop wakes up.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.add_reader(self._wake_r, self._drain_wakeup)
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def edge_triggered(self) -> bool:
+        return self._backend.edge_triggered
+
+    @property
+    def max_fd(self) -> int | None:
+        """The backend's fd ceiling (select's FD_SETSIZE), or None."""
+        return self._backend.max_fd
+
+    def time(self) -> float:
+        """The loop's clock (monotonic seconds), as used by call_later()."""
+        return time.monotonic()
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> LoopStats:
+        """A snapshot of the counters (see LoopStats)."""
+        stats = LoopStats(**vars(self._stats))
+        stats.registered = len(self._backend)
+        return stats
+
+    def set_trace(self, trace: Callable[[IterationTrace], None] | None) -> None:
+        """Call ``trace(IterationTrace)`` after every iteration; None turns it off."""
+        self._trace = trace
+
+    # -- readers and writers ------------------------------------------------------------
+
+    def add_reader(self, fd_or_sock: Any, callback: Callable[..., Any], *args: Any) -> None:
+        """Call ``callback(*args)`` whenever fd_or_sock is readable.
+
+        A fd that already has a reader gets the new callback instead, as in asyncio.
+        """
+        self._add(self._readers, READ, fd_or_sock, callback, args)
+
+    def add_writer(self, fd_or_sock: Any, callback: Callable[..., Any], *args: Any) -> None:
+        """Call ``callback(*args)`` whenever fd_or_sock is writable (replaces any writer)."""
+        self._add(self._writers, WRITE, fd_or_sock, callback, args)
+
+    def remove_reader(self, fd_or_sock: Any) -> bool:
+        """Stop watching for readability. False if there was no reader, as in asyncio."""
+        return self._remove(self._readers, READ, fd_or_sock)
+
+    def remove_writer(self, fd_or_sock: Any) -> bool:
+        """Stop watching for writability. False if there was no writer."""
+        return self._remove(self._writers, WRITE, fd_or_sock)
+
+    def _mask(self, fd: int) -> int:
+        return (READ if fd in self._readers else 0) | (WRITE if fd in self._writers else 0)
+
+    def _add(self, table: dict, bit: int, fd_or_sock: Any, callback, args) -> None:
+        self._check_open()
+        fd = _fileno(fd_or_sock)
+        old = self._mask(fd)
+        if not old:
+            if os.name == "posix":
+                # Catch a closed fd now, with its name, rather than as EBADF from a syscall
+                # three callbacks later (select would only fail then; poll would spin).
+                try:
+                    os.fstat(fd)
+                except OSError as exc:
+                    raise RegistrationError(f"fd {fd} is not open ({exc.strerror})") from None
+            self._backend.register(fd, old | bit)
+        elif not old & bit:
+            self._backend.modify(fd, old | bit)
+        table[fd] = Handle(callback, args)
+
+    def _remove(self, table: dict, bit: int, fd_or_sock: Any) -> bool:
+        if self._closed:
+            return False
+        fd = _fileno(fd_or_sock)
+        handle = table.pop(fd, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        mask = self._mask(fd)
+        if mask:
+            self._backend.modify(fd, mask)
+        else:
+            self._backend.unregister(fd)
+        return True
+
+    def _drop(self, fd: int) -> None:
+        """Forget a fd that was closed while registered (design note 5)."""
+        self._readers.pop(fd, None)
+        self._writers.pop(fd, None)
+        self._backend.unregister(fd)
+        self._stats.dropped_fds += 1
+        logger.warning(
+            "fd %d was closed while still registered with the %s loop; dropped it "
+            "(call remove_reader()/remove_writer() before closing a socket)",
+            fd,
+            self._backend.name,
+        )
+
+    # -- callbacks and timers -----------------------------------------------------------
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> Handle:
+        """Run ``callback(*args)`` at the next iteration, after the ready fds."""
+        self._check_open()
+        handle = Handle(callback, args)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` in ``delay`` seconds; ``handle.cancel()`` undoes it."""
+        return self.call_at(self.time() + delay, callback, *args)
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` when ``loop.time()`` reaches ``when``."""
+        self._check_open()
+        timer = TimerHandle(when, next(self._seq), callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Handle:
+        """call_soon() for other threads: queues the callback and wakes the loop."""
+        self._check_open()
+        handle = Handle(callback, args)
+        self._ready.append(handle)  # deque.append is atomic
+        self._wake()
+        return handle
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the pipe is full: the loop is going to wake up anyway
+        except OSError:
+            pass  # closed under us by close() in the loop thread
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # -- running ------------------------------------------------------------------------
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """One iteration: wait up to ``timeout`` seconds (None: until something happens)
+        for ready fds or a due timer, then run everything that became due."""
+        self._check_open()
+        if self._running and threading.get_ident() != self._thread_id:
+            raise LoopRunningError("run_once() called from another thread while running")
+        stats = self._stats
+        start = time.monotonic()
+        # How long may we sleep? Not at all if callbacks are queued; not past the next timer.
+        if self._ready:
+            timeout = 0
+        elif self._timers:
+            until_timer = max(0.0, self._timers[0].when - start)
+            timeout = until_timer if timeout is None else min(timeout, until_timer)
+
+        ready = self._backend.poll(timeout)
+        woke = time.monotonic()
+
+        # Ready fds. Look each callback up again: an earlier handler may have removed it.
+        for fd, events in ready:
+            if events & INVALID:
+                self._drop(fd)
+                continue
+            if events & READ:
+                handle = self._readers.get(fd)
+                if handle is not None:
+                    self._run(handle)
+            if events & WRITE:
+                handle = self._writers.get(fd)
+                if handle is not None:
+                    self._run(handle)
+
+        # Due timers join the queue; cancelled ones are discarded on the way.
+        timers = self._timers
+        if timers:
+            now = time.monotonic()
+            while timers and timers[0].when <= now:
+                timer = heapq.heappop(timers)
+                if not timer.cancelled:
+                    self._ready.append(timer)
+
+        # Run what was queued before this point; what these callbacks queue waits for the
+        # next iteration, so a callback that re-queues itself cannot starve the fds.
+        for _ in range(len(self._ready)):
+            handle = self._ready.popleft()
+            if not handle.cancelled:
+                self._run(handle)
+
+        end = time.monotonic()
+        stats.iterations += 1
+        if ready:
+            stats.wakeups += 1
+            stats.events += len(ready)
+        stats.time_blocked += woke - start
+        stats.time_working += end - woke
+        if self._trace is not None:
+            self._trace(IterationTrace(start, timeout, woke - start, end - woke, ready))
+
+    def _run(self, handle: Handle) -> None:
+        self._stats.callbacks += 1
+        try:
+            handle._callback(*handle._args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            # As asyncio does: one failing handler is logged, and the loop serves the rest.
+            self._stats.errors += 1
+            logger.exception("exception in callback %r", handle)
+
+    def run_forever(self) -> None:
+        """Run iterations until stop() is called (from a callback or any thread)."""
+        self._check_open()
+        if self._running:
+            raise LoopRunningError("the event loop is already running")
+        self._running = True
+        self._thread_id = threading.get_ident()
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            self._stopping = False
+            self._running = False
+
+    def stop(self) -> None:
+        """Ask run_forever() to return after the current iteration. Safe from any thread."""
+        self._stopping = True
+        if not self._closed:
+            self._wake()
+
+    def close(self) -> None:
+        """Release the backend and the wake-up sockets. Does not close the caller's fds.
+
+        Idempotent; refuses while the loop is running (stop it first)."""
+        if self._running:
+            raise LoopRunningError("cannot close a running event loop; call stop() first")
+        if self._closed:
+            return
+        self._closed = True
+        self._readers.clear()
+        self._writers.clear()
+        self._ready.clear()
+        self._timers.clear()
+        self._backend.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LoopClosedError("the event loop is closed")
+
+    def __enter__(self) -> EventLoop:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._running else "idle"
+        return f"<EventLoop backend={self._backend.name} {state} fds={len(self._backend)}>"
