@@ -1,0 +1,1 @@
+"""Benchmarks: figures, not tests. ``python -m chatlab.bench --help`` lists the scenarios."""
