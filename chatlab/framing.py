@@ -1,0 +1,379 @@
+"""Framing: turning a byte stream into chat messages, and back.
+
+TCP delivers a stream of bytes, not messages. One ``recv()`` may return half a frame, three
+frames and a bit, or a frame for room 1 glued to a frame for room 2. So the server cannot
+treat a read as a message: it appends what it read to a buffer and takes complete frames off
+the front, keeping the incomplete tail for the next read.
+
+A frame looks like ``<RID:111>hello</RID:111>``: a room id in decimal digits, the body, and a
+closing tag naming the same room.
+
+This module is *sans-I/O*, in the style of h11: ``FrameDecoder.receive_data(bytes)`` only
+buffers, and ``next_event()`` returns the next ``Frame`` (or ``Skipped``, ``FrameTooLarge``,
+``Truncated``), or ``NEED_DATA`` when it needs more bytes. It never touches a socket, so the
+tests can feed it a stream whole, one byte at a time, or in any chunks, and check that the
+same frames come out. The server owns the socket; the decoder owns the rules.
+
+Decoding rules:
+
+1. Whitespace (space, tab, CR, LF) between frames is ignored silently: telnet sends CRLF.
+2. Any other bytes before the next ``<RID:`` are garbage, returned as
+   ``Skipped(data, "garbage before frame")``. A trailing piece that could still become
+   ``<RID:`` (``b"xx<RI"``) is kept; everything before it is skipped at once, so garbage
+   never piles up in the buffer.
+3. A header is ``<RID:``, 1 to ``MAX_ROOM_DIGITS`` decimal digits, ``>``. A bad header is
+   skipped, from its ``<RID:`` up to the next ``<RID:``, with a reason naming the problem.
+4. The body ends at the FIRST ``</RID:`` after the header. If that closing tag names the
+   same room (same digits), we have a ``Frame``. If not (another room, or malformed), the
+   broken frame is skipped up to the next ``<RID:`` after its start, where decoding resumes:
+   ``<RID:1>hi<RID:2>there</RID:2>`` gives ``Skipped(b"<RID:1>hi")`` then ``Frame(2, ...)``.
+   An opening tag inside a body is just text: ``<RID:5>a<RID:7>b</RID:5>`` is room 5.
+5. A frame (header + body + closing tag) may be at most ``max_frame_size`` bytes. As soon as
+   that many bytes of a frame are buffered without it being complete, the decoder returns
+   ``FrameTooLarge`` and stays in that state (``next_event()`` returns the same event again,
+   later data is discarded): the caller should disconnect the peer.
+6. Decoding is linear in the input: the decoder remembers how far it has already searched,
+   so feeding one byte at a time does not rescan the buffer.
+7. A frame is only delivered when its closing tag names its own room, so it can never reach
+   the wrong room.
+
+At end of input (``receive_data(b"")``), complete frames are still returned; an unfinished
+frame comes back as ``Truncated(data)``; then ``next_event()`` returns ``CLOSED`` forever.
+
+``Skipped`` events are emitted eagerly (as soon as bytes are known to be unusable), so how a
+garbage run is split into events depends on how the input was chunked; the bytes skipped,
+and their reasons, do not. All other events are the same for any chunking.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = [
+    "CLOSED",
+    "FRAME_RE",
+    "MAX_FRAME_SIZE",
+    "MAX_ROOM_DIGITS",
+    "NEED_DATA",
+    "Event",
+    "Frame",
+    "FrameDecoder",
+    "FrameTooLarge",
+    "FramingError",
+    "Sentinel",
+    "Skipped",
+    "Truncated",
+    "encode_frame",
+]
+
+# The classic pattern, piece by piece:
+#   <RID:       the literal start of a header
+#   (\d+)       group 1: the room id, one or more decimal digits
+#   >           the end of the header
+#   (.*?)       group 2: the body; non-greedy, so it is the SHORTEST body that is followed by...
+#   </RID:\1>   ...a closing tag naming the same room (\1 repeats whatever group 1 matched)
+# re.DOTALL lets "." match newlines too, so a body may span lines.
+# It is right for a complete, well-formed buffer. On a live stream it cannot tell "not yet"
+# from "never" (an unmatched tail may be half a frame or garbage), it rescans the whole buffer
+# after every read, and its \d+ has no limit: hence FrameDecoder below.
+FRAME_RE = re.compile(rb"<RID:(\d+)>(.*?)</RID:\1>", re.DOTALL)
+
+# A peer that never sends a closing tag makes us buffer its frame: this bounds that memory per
+# connection. 64 KiB is far more than any chat line, yet a thousand hostile peers cost 64 MiB.
+MAX_FRAME_SIZE = 64 * 1024
+
+# The header must be buffered whole before we can parse it, so its length must be bounded.
+# Nine digits (0..999_999_999) also fit a signed 32-bit int, for logs and other-language clients.
+MAX_ROOM_DIGITS = 9
+
+_OPEN = b"<RID:"
+_CLOSE = b"</RID:"
+_GT = ord(">")
+_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+_SMALLEST_FRAME = len(b"<RID:0></RID:0>")
+
+
+class FramingError(ValueError):
+    """A frame cannot be encoded, or the decoder was used after end of input."""
+
+
+class Sentinel(enum.Enum):
+    """The two non-event answers of ``next_event()``."""
+
+    NEED_DATA = "NEED_DATA"
+    CLOSED = "CLOSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA = Sentinel.NEED_DATA  # nothing complete yet: feed more bytes
+CLOSED = Sentinel.CLOSED  # end of input, and every byte has been accounted for
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One complete message for one room."""
+
+    room: int
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body as text; invalid UTF-8 becomes U+FFFD instead of killing the connection."""
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Bytes that can never be part of a frame were discarded; decoding goes on."""
+
+    data: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTooLarge:
+    """Fatal: ``size`` bytes of one frame arrived without its end (limit ``limit``)."""
+
+    size: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """End of input arrived in the middle of a frame; ``data`` was never completed."""
+
+    data: bytes
+
+
+Event = Frame | Skipped | FrameTooLarge | Truncated
+
+
+def encode_frame(room: int, body: str | bytes) -> bytes:
+    """Return the frame carrying ``body`` to ``room``; a str body is encoded as UTF-8."""
+    if isinstance(room, bool) or not isinstance(room, int):
+        raise TypeError(f"room id must be an int, not {type(room).__name__}")
+    if room < 0:
+        raise FramingError(f"room id must be >= 0, got {room}")
+    digits = str(room).encode("ascii")
+    if len(digits) > MAX_ROOM_DIGITS:
+        largest = 10**MAX_ROOM_DIGITS - 1
+        raise FramingError(f"room id {room} has more than {MAX_ROOM_DIGITS} digits (max {largest})")
+    if isinstance(body, str):
+        data = body.encode("utf-8")
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
+    else:
+        raise TypeError(f"body must be str or bytes, not {type(body).__name__}")
+    if _CLOSE in data:
+        # There is no escaping in this protocol: the receiver would end the frame there.
+        raise FramingError(
+            f"body contains {_CLOSE!r}, which would end the frame early; remove or replace it"
+        )
+    return b"<RID:%s>%s</RID:%s>" % (digits, data, digits)
+
+
+class _Search:
+    """Remembers how far one needle has been searched for, so nothing is scanned twice.
+
+    Discussion: a byte-at-a-time peer makes us look for the closing tag after every byte.
+    Searching the whole body again each time would be quadratic; h11's ReceiveBuffer avoids
+    that the same way, by resuming where the last search gave up.
+    """
+
+    __slots__ = ("needle", "start", "clear_to", "found")
+
+    def __init__(self, needle: bytes) -> None:
+        self.needle = needle
+        # Known: no needle begins in [start, clear_to); if found != -1, one begins at found.
+        self.start = self.clear_to = 0
+        self.found = -1
+
+    def find(self, buf: bytearray, start: int, end: int) -> int:
+        """Index of the first needle wholly inside buf[start:end], or -1."""
+        if not self.start <= start <= self.clear_to:
+            self.start = self.clear_to = start
+            self.found = -1
+        elif self.found != -1:
+            return self.found if self.found + len(self.needle) <= end else -1
+        resume = self.clear_to
+        hit = buf.find(self.needle, resume, end)
+        if hit == -1:
+            self.clear_to = max(resume, end - len(self.needle) + 1)
+        else:
+            self.clear_to = self.found = hit
+        return hit
+
+    def shift(self, n: int) -> None:
+        """The first n bytes of the buffer were deleted."""
+        self.start -= n
+        self.clear_to -= n
+        if self.found != -1:
+            self.found -= n
+
+
+def _show(data: bytes | bytearray) -> str:
+    return repr(bytes(data))[2:-1]
+
+
+class FrameDecoder:
+    """Incremental, sans-I/O decoder: feed bytes with receive_data(), take events out."""
+
+    def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
+        if max_frame_size < _SMALLEST_FRAME:
+            raise ValueError(f"max_frame_size must be >= {_SMALLEST_FRAME}, got {max_frame_size}")
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0  # bytes before this are consumed; deleted lazily (see _compact)
+        self._eof = False
+        self._error: FrameTooLarge | None = None
+        self._skip_reason: str | None = None  # set while skipping up to the next <RID:
+        self._open = _Search(_OPEN)
+        self._close = _Search(_CLOSE)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned in an event."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer ``data``; ``b""`` means end of input. Parsing happens in next_event()."""
+        if self._eof:
+            if data:
+                raise FramingError("data received after end of input (receive_data(b''))")
+            return
+        if not data:
+            self._eof = True
+        elif self._error is None:
+            # After FrameTooLarge the peer is being dropped: its bytes are not worth keeping.
+            self._compact()
+            self._buf += data
+
+    def next_event(self) -> Event | Sentinel:
+        """Return the next event, NEED_DATA, or CLOSED. After FrameTooLarge, that again."""
+        if self._error is not None:
+            return self._error
+        if self._skip_reason is not None:
+            skipped = self._skip(self._pos, self._pos, self._skip_reason)
+            if skipped is not None:
+                return skipped
+            if self._skip_reason is not None:  # only a possible "<RID:" start is left
+                return NEED_DATA
+        buf = self._buf
+        p = self._pos = _WHITESPACE.match(buf, self._pos).end()
+        if p == len(buf):
+            return CLOSED if self._eof else NEED_DATA
+        head = buf[p : p + len(_OPEN)]
+        if head == _OPEN:
+            event = self._parse_frame(p)
+            if event is not None:
+                return event
+        elif not _OPEN.startswith(head):
+            return self._skip(p, p + 1, "garbage before frame")
+        return self._incomplete(p)
+
+    def events(self) -> Iterator[Event]:
+        """Yield events until NEED_DATA or CLOSED; stop after a FrameTooLarge (it repeats)."""
+        while True:
+            event = self.next_event()
+            if event is NEED_DATA or event is CLOSED:
+                return
+            yield event
+            if isinstance(event, FrameTooLarge):
+                return
+
+    # ---- parsing ---------------------------------------------------------------------------
+
+    def _parse_frame(self, p: int) -> Frame | Skipped | None:
+        """Decode the frame starting at p; None if its fate is not decided yet."""
+        buf = self._buf
+        # Look no further than max_frame_size bytes: a verdict that needs more than that is
+        # FrameTooLarge, whether the rest has arrived already or not (rule 5 in any chunking).
+        end = min(len(buf), p + self.max_frame_size)
+        digits_start = p + len(_OPEN)
+        j, too_long = self._scan_digits(digits_start, end)
+        if too_long:
+            return self._resync(p, f"room id has more than {MAX_ROOM_DIGITS} digits")
+        if j == end:
+            return None
+        if buf[j] != _GT:
+            return self._resync(p, "room id must be decimal digits")
+        if j == digits_start:
+            return self._resync(p, "room id is missing")
+        digits = bytes(buf[digits_start:j])
+        body_start = j + 1
+
+        c = self._close.find(buf, body_start, end)
+        if c == -1:
+            return None
+        k, too_long = self._scan_digits(c + len(_CLOSE), end)
+        if k == end and not too_long:
+            return None
+        if not too_long and buf[k] == _GT and buf[c + len(_CLOSE) : k] == digits:
+            self._pos = k + 1
+            return Frame(int(digits), bytes(buf[body_start:c]))
+        tag = _show(buf[c : k + 1])
+        return self._resync(p, f"mismatched closing tag {tag} for {_show(buf[p:body_start])}")
+
+    def _scan_digits(self, start: int, end: int) -> tuple[int, bool]:
+        """Index of the first non-digit in buf[start:end] (or end), and whether too many."""
+        buf = self._buf
+        j = start
+        while j < end and 48 <= buf[j] <= 57:  # b"0" .. b"9"
+            j += 1
+            if j - start > MAX_ROOM_DIGITS:
+                return j - 1, True
+        return j, False
+
+    def _resync(self, p: int, reason: str) -> Skipped:
+        # Search from p + 1: the next frame may start inside the broken one (rule 4).
+        skipped = self._skip(p, p + 1, reason)
+        assert skipped is not None  # at least the "<" at p is skipped
+        return skipped
+
+    def _skip(self, start: int, search_from: int, reason: str) -> Skipped | None:
+        """Discard from start up to the next "<RID:" at or after search_from."""
+        buf = self._buf
+        found = self._open.find(buf, search_from, len(buf))
+        if found != -1:
+            stop, self._skip_reason = found, None
+        elif self._eof:
+            stop, self._skip_reason = len(buf), None
+        else:
+            # Keep a tail that may be the start of "<RID:"; skip everything before it now,
+            # so a stream of garbage costs us no memory.
+            keep = next(
+                (n for n in range(len(_OPEN) - 1, 0, -1) if buf.endswith(_OPEN[:n])),
+                0,
+            )
+            stop, self._skip_reason = max(search_from, len(buf) - keep), reason
+        self._pos = stop
+        return Skipped(bytes(buf[start:stop]), reason) if stop > start else None
+
+    def _incomplete(self, p: int) -> FrameTooLarge | Truncated | Sentinel:
+        """The frame at p is not finished: too large, cut off by end of input, or wait."""
+        size = len(self._buf) - p
+        if size >= self.max_frame_size:
+            self._error = FrameTooLarge(size, self.max_frame_size)
+            self._buf = bytearray()  # we are done with this peer; free its bytes now
+            self._pos = 0
+            return self._error
+        if self._eof:
+            self._pos = len(self._buf)
+            return Truncated(bytes(self._buf[p:]))
+        return NEED_DATA
+
+    def _compact(self) -> None:
+        # Deleting the consumed prefix moves the unconsumed bytes; doing it only once they are
+        # no more than the consumed ones charges each move to bytes that are gone for good,
+        # which keeps the total cost linear.
+        pos = self._pos
+        if pos and pos >= len(self._buf) - pos:
+            del self._buf[:pos]
+            self._pos = 0
+            self._open.shift(pos)
+            self._close.shift(pos)
