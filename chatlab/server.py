@@ -1,0 +1,767 @@
+"""The chat server: rooms, broadcast, nicknames and commands on chatlab's event loop.
+
+Design notes:
+
+1. One thread, one loop, no blocking call. Every socket is non-blocking; the loop tells us
+   when to read (always) and when to write (only while a connection has output waiting).
+2. Reading: one recv() per readiness event, fed to the connection's FrameDecoder, which
+   returns whole frames whatever the chunking. A level-triggered loop calls us again if more
+   is waiting, so one busy client cannot starve the others.
+3. Writing: a message for a member is appended to that member's output buffer, and the
+   member is marked dirty. Once per loop pass (a call_soon after the handlers), every dirty
+   member gets ONE send() of everything queued for it. What the kernel does not take stays
+   buffered, and only then do we ask the loop for write readiness. A member who stops
+   reading costs its own buffer, never the others' time; past ``max_output_buffer`` it is
+   disconnected, like an IRC server's SendQ.
+4. One way out: every disconnect (EOF, reset, send error, limit, /quit, shutdown) goes
+   through ``_disconnect()``, which is safe to call twice and in the middle of a broadcast:
+   it unregisters the socket, leaves every room (iterating over a copy) with a notice to
+   the others, tells the peer why, and closes once the last bytes are flushed (or at once,
+   if the socket is broken).
+5. No module state: a server is an object, port 0 picks a free port, and several servers
+   run in one process (the notebooks and tests rely on it). ``serve()`` runs one on a
+   background thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from . import protocol
+from .backends import BACKENDS, available_backends
+from .errors import ChatlabError, RegistrationError
+from .framing import (
+    MAX_FRAME_SIZE,
+    Frame,
+    FrameDecoder,
+    FrameTooLarge,
+    Skipped,
+    Truncated,
+    encode_frame,
+)
+from .loop import EventLoop
+
+__all__ = ["ChatServer", "Limits", "ServerStats", "main", "serve"]
+
+logger = logging.getLogger("chatlab.server")
+
+DEFAULT_PORT = 9898
+
+# -------------------------------------------------------------------------------- limits
+# Each limit is a named default with the reason beside it. Exceeding one gives the peer a
+# readable "! ..." line and a log line, never a traceback; the server goes on serving.
+
+# Output queued for one member and not yet taken by its kernel buffer. 1 MiB holds hundreds
+# of ordinary messages, or a dozen pasted logs at the maximum frame size; a member further
+# behind than that is not reading, and keeping more for it would let one idle client make
+# the server grow without bound.
+MAX_OUTPUT_BUFFER = 1024 * 1024
+# Bytes read from one member but not yet parsed. The decoder keeps at most one incomplete
+# frame, so this must exceed the maximum frame size; we never recv() more than fits.
+MAX_INPUT_BUFFER = 2 * MAX_FRAME_SIZE
+# Each connection costs a fd and two small buffers. 10,000 fits a default fd limit raised
+# to its usual hard limit; beyond it a new client is told the server is full.
+MAX_CONNECTIONS = 10_000
+# Rooms one connection may be in: each room costs the server an entry per member.
+MAX_ROOMS_PER_CONNECTION = 100
+# How much one recv() takes: large enough for many frames per call, small enough to be fair.
+RECV_SIZE = 64 * 1024
+# How long a closing connection may take to flush its last output (a notice, the reason),
+# and how long shutdown waits for everyone's, before closing anyway.
+LINGER_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's limits; ``Limits(max_output_buffer=4096)`` changes one."""
+
+    max_frame_size: int = MAX_FRAME_SIZE
+    max_input_buffer: int = MAX_INPUT_BUFFER
+    max_output_buffer: int = MAX_OUTPUT_BUFFER
+    max_connections: int = MAX_CONNECTIONS
+    max_rooms_per_connection: int = MAX_ROOMS_PER_CONNECTION
+    linger_seconds: float = LINGER_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.max_input_buffer <= self.max_frame_size:
+            raise ValueError(
+                f"max_input_buffer ({self.max_input_buffer}) must exceed max_frame_size "
+                f"({self.max_frame_size}), or a frame of the maximum size could never arrive"
+            )
+
+
+@dataclass
+class ServerStats:
+    """Counters a server keeps; ``server.statistics()`` returns a copy."""
+
+    accepted: int = 0  # connections accepted
+    refused: int = 0  # connections closed at once (server full, fd over a limit)
+    connections: int = 0  # open now
+    rooms: int = 0  # non-empty now
+    frames: int = 0  # frames received
+    messages: int = 0  # chat messages broadcast
+    deliveries: int = 0  # copies of messages queued to members
+    bytes_in: int = 0
+    bytes_out: int = 0
+    disconnects: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+# -------------------------------------------------------------------- connections, rooms
+
+
+class Connection:
+    """One client: its socket, decoder, output buffer, name and rooms."""
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "address",
+        "nick",
+        "rooms",
+        "decoder",
+        "out",
+        "writing",
+        "closing",
+        "closed",
+        "linger",
+    )
+
+    def __init__(self, sock: socket.socket, address, max_frame_size: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.address = address
+        self.nick: str | None = None
+        self.rooms: dict[int, None] = {}  # an ordered set: rooms in the order joined
+        self.decoder = FrameDecoder(max_frame_size)
+        self.out = bytearray()  # queued output; see design note 3
+        self.writing = False  # a writer is registered with the loop
+        self.closing = False  # disconnected: flushing the last bytes, reading no more
+        self.closed = False
+        self.linger = None  # the timer that closes a lingering connection
+
+    @property
+    def name(self) -> str:
+        """The nick, or host:port as the original chat room showed members."""
+        if self.nick:
+            return self.nick
+        host, port = self.address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.name} fd={self.fd}>"
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class ChatServer:
+    """A multi-room chat server: ``ChatServer(host="127.0.0.1", port=0, backend="auto")``.
+
+    The socket is bound on construction, so ``server.address`` is known at once. Run it
+    with ``serve_forever()`` (or ``chatlab.serve()`` on a background thread); stop it with
+    ``shutdown()`` from the loop or ``stop()`` from any thread.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backend: str = "auto",
+        *,
+        limits: Limits | None = None,
+        loop: EventLoop | None = None,
+        backlog: int = 1024,
+        reuse_port: bool = False,
+    ) -> None:
+        self.limits = limits or Limits()
+        self._own_loop = loop is None
+        self.loop = loop if loop is not None else EventLoop(backend)
+        self._conns: dict[int, Connection] = {}
+        self._rooms: dict[int, dict[Connection, None]] = {}  # room -> members, join order
+        self._nicks: dict[str, Connection] = {}  # nick.lower() -> connection
+        self._dirty: dict[Connection, None] = {}  # members with output to flush this pass
+        self._flush_scheduled = False
+        self._stats = ServerStats()
+        self._shutting_down = False
+        self._stopped = threading.Event()
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._listener = socket.create_server(
+                (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+            )
+        except BaseException:
+            if self._own_loop:
+                self.loop.close()
+            raise
+        self._listener.setblocking(False)
+        self.address = self._listener.getsockname()[:2]
+        # A spare fd, released when accept() fails for lack of fds (EMFILE), so that we can
+        # accept the pending client, tell it why, and close it, instead of leaving it in the
+        # backlog where it keeps the listener readable and the loop spinning.
+        self._spare_fd = _open_spare_fd()
+        self.loop.add_reader(self._listener, self._on_accept)
+        logger.info(
+            "listening on %s:%s (backend %s)", self.address[0], self.address[1], self.backend
+        )
+
+    # -- public -----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return self.loop.backend_name
+
+    def statistics(self) -> ServerStats:
+        stats = ServerStats(**{**vars(self._stats), "disconnects": dict(self._stats.disconnects)})
+        stats.connections = len(self._conns)
+        stats.rooms = len(self._rooms)
+        return stats
+
+    def rooms(self) -> dict[int, list[str]]:
+        """room -> member names, in join order (a copy, for notebooks and tests)."""
+        return {room: [c.name for c in members] for room, members in self._rooms.items()}
+
+    def serve_forever(self) -> None:
+        """Run the loop until shutdown() finishes; then release everything."""
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close_everything()
+            self._stopped.set()
+
+    def shutdown(self, reason: str = "server shutting down") -> None:
+        """Tell every client, flush within the linger bound, then stop the loop.
+
+        Call it from the loop's thread (a callback, a signal handler's call_soon_threadsafe);
+        from another thread, use stop().
+        """
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        logger.info("shutting down: %s", reason)
+        self.loop.remove_reader(self._listener)
+        for conn in list(self._conns.values()):
+            self._disconnect(conn, reason, announce=False, goodbye="notice")
+        self._check_drained()
+        self.loop.call_later(self.limits.linger_seconds, self.loop.stop)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Thread-safe: ask for a graceful shutdown, wait for serve_forever() to finish."""
+        if not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.shutdown)
+            except ChatlabError:
+                pass  # the loop closed in the meantime
+        return self._stopped.wait(timeout)
+
+    def close(self) -> None:
+        """Release the sockets without a goodbye (for a server that never ran)."""
+        self._close_everything()
+
+    # -- accepting ----------------------------------------------------------------------
+
+    def _on_accept(self) -> None:
+        # Accept until the backlog is empty (bounded, so a flood cannot starve the rest).
+        for _ in range(64):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._refuse_for_lack_of_fds()
+                    return
+                # ECONNABORTED and friends: that client gave up before we got to it.
+                logger.info("accept failed: %s", exc)
+                continue
+            self._stats.accepted += 1
+            self._add_connection(sock, address)
+
+    def _add_connection(self, sock: socket.socket, address) -> None:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            # Chat lines are small and latency matters: do not let Nagle hold them back.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(self._conns) >= self.limits.max_connections:
+            self._refuse(sock, f"server full ({self.limits.max_connections} connections)")
+            return
+        conn = Connection(sock, address, self.limits.max_frame_size)
+        try:
+            self.loop.add_reader(sock, self._on_readable, conn)
+        except RegistrationError as exc:
+            # select() cannot watch this fd: tell the client why and go on serving the rest.
+            self._refuse(sock, str(exc))
+            return
+        self._conns[conn.fd] = conn
+        logger.info("connection from %s (fd %d)", conn.name, conn.fd)
+
+    def _refuse(self, sock: socket.socket, reason: str) -> None:
+        self._stats.refused += 1
+        logger.warning("refused a connection: %s", reason)
+        with contextlib.suppress(OSError):
+            sock.send(encode_frame(protocol.SERVER_ROOM, protocol.error(reason)))
+        sock.close()
+
+    def _refuse_for_lack_of_fds(self) -> None:
+        if self._spare_fd is None:
+            return
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            pass
+        else:
+            self._refuse(sock, "server out of file descriptors; try again later")
+        finally:
+            self._spare_fd = _open_spare_fd()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _on_readable(self, conn: Connection) -> None:
+        room_left = self.limits.max_input_buffer - conn.decoder.buffered
+        try:
+            data = conn.sock.recv(min(RECV_SIZE, room_left))
+        except (BlockingIOError, InterruptedError):
+            return  # a spurious wake-up: nothing to read after all
+        except OSError as exc:
+            self._disconnect(conn, _describe(exc), broken=True)
+            return
+        self._stats.bytes_in += len(data)
+        conn.decoder.receive_data(data)
+        for event in conn.decoder.events():
+            if type(event) is Frame:
+                self._stats.frames += 1
+                self._on_frame(conn, event)
+            elif type(event) is Skipped:
+                self._send(
+                    conn,
+                    protocol.SERVER_ROOM,
+                    protocol.error(f"skipped {len(event.data)} bytes: {event.reason}"),
+                )
+            elif type(event) is FrameTooLarge:
+                self._disconnect(conn, f"frame larger than {event.limit} bytes")
+                return
+            elif type(event) is Truncated:
+                logger.info("%s closed in the middle of a frame", conn.name)
+            if conn.closing:
+                return  # /quit, or a limit: the rest of what it sent is not for us
+        if not data:
+            self._disconnect(conn, "closed the connection", goodbye=None)
+
+    def _on_frame(self, conn: Connection, frame: Frame) -> None:
+        room = frame.room
+        parsed = protocol.parse_body(frame.text.rstrip("\r\n"))
+        if isinstance(parsed, protocol.Command):
+            self._on_command(conn, room, parsed)
+            return
+        if room == protocol.SERVER_ROOM:
+            self._send(conn, room, protocol.error("room 0 is the server's; pick another room"))
+            return
+        if room not in conn.rooms and not self._join(conn, room):
+            return
+        if parsed:
+            self._broadcast(room, protocol.message(conn.name, parsed), exclude=conn)
+
+    # -- rooms ------------------------------------------------------------------------
+
+    def _join(self, conn: Connection, room: int) -> bool:
+        if room == protocol.SERVER_ROOM:
+            self._send(conn, room, protocol.error("room 0 is the server's; pick another room"))
+            return False
+        if room in conn.rooms:
+            return True
+        if len(conn.rooms) >= self.limits.max_rooms_per_connection:
+            self._send(
+                conn,
+                room,
+                protocol.error(
+                    f"you are in {len(conn.rooms)} rooms, the most allowed; /leave one first"
+                ),
+            )
+            return False
+        members = self._rooms.setdefault(room, {})
+        others = [m.name for m in members]
+        self._broadcast(room, protocol.notice(f"{conn.name} entered room {room}."))
+        members[conn] = None
+        conn.rooms[room] = None
+        here = ", ".join(others[:20]) + (
+            f" and {len(others) - 20} more" if len(others) > 20 else ""
+        )
+        self._send(
+            conn,
+            room,
+            protocol.notice(f"you entered room {room}; here: {here or 'nobody else yet'}"),
+        )
+        logger.info("%s joined room %d", conn.name, room)
+        return True
+
+    def _leave(self, conn: Connection, room: int, why: str = "") -> None:
+        members = self._rooms.get(room)
+        if members is None or conn not in members:
+            return
+        del members[conn]
+        del conn.rooms[room]
+        if members:
+            suffix = f" ({why})" if why else ""
+            self._broadcast(room, protocol.notice(f"{conn.name} left room {room}{suffix}."))
+        else:
+            del self._rooms[room]
+        logger.info("%s left room %d%s", conn.name, room, f" ({why})" if why else "")
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _on_command(self, conn: Connection, room: int, cmd: protocol.Command) -> None:
+        handler = getattr(self, f"_cmd_{cmd.name}", None)
+        if handler is None or cmd.name not in protocol.COMMANDS:
+            self._send(conn, room, protocol.error(f"unknown command /{cmd.name}; try /help"))
+            return
+        handler(conn, room, cmd.arg)
+
+    def _room_arg(self, conn: Connection, room: int, arg: str) -> int | None:
+        if not arg:
+            return room
+        if arg.isdigit() and len(arg) <= 9:
+            return int(arg)
+        self._send(conn, room, protocol.error(f"not a room number: {arg!r}"))
+        return None
+
+    def _cmd_nick(self, conn: Connection, room: int, arg: str) -> None:
+        problem = protocol.validate_nick(arg)
+        owner = self._nicks.get(arg.lower())
+        if problem is None and owner is not None and owner is not conn:
+            problem = f"nick {arg!r} is taken"
+        if problem:
+            self._send(conn, room, protocol.error(problem))
+            return
+        old = conn.name
+        if conn.nick:
+            del self._nicks[conn.nick.lower()]
+        conn.nick = arg
+        self._nicks[arg.lower()] = conn
+        self._send(conn, room, protocol.notice(f"you are now known as {arg}."))
+        for r in list(conn.rooms):
+            self._broadcast(r, protocol.notice(f"{old} is now known as {arg}."), exclude=conn)
+
+    def _cmd_join(self, conn: Connection, room: int, arg: str) -> None:
+        target = self._room_arg(conn, room, arg)
+        if target is not None:
+            if target in conn.rooms:
+                self._send(conn, target, protocol.notice(f"you are already in room {target}."))
+            else:
+                self._join(conn, target)
+
+    def _cmd_leave(self, conn: Connection, room: int, arg: str) -> None:
+        target = self._room_arg(conn, room, arg)
+        if target is None:
+            return
+        if target not in conn.rooms:
+            self._send(conn, room, protocol.error(f"you are not in room {target}"))
+            return
+        self._leave(conn, target)
+        self._send(conn, target, protocol.notice(f"you left room {target}."))
+
+    def _cmd_who(self, conn: Connection, room: int, arg: str) -> None:
+        target = self._room_arg(conn, room, arg)
+        if target is None:
+            return
+        names = [m.name for m in self._rooms.get(target, ())]
+        count = f"{len(names)} member{'s' if len(names) != 1 else ''}"
+        self._send(conn, room, protocol.notice(f"room {target}: {', '.join(names)} ({count})"))
+
+    def _cmd_rooms(self, conn: Connection, room: int, arg: str) -> None:
+        if not self._rooms:
+            self._send(conn, room, protocol.notice("no rooms yet"))
+            return
+        listing = ", ".join(
+            f"{r} ({len(m)}{', you' if r in conn.rooms else ''})"
+            for r, m in sorted(self._rooms.items())
+        )
+        self._send(conn, room, protocol.notice(f"rooms (members): {listing}"))
+
+    def _cmd_me(self, conn: Connection, room: int, arg: str) -> None:
+        if not arg:
+            self._send(conn, room, protocol.error("usage: /me ACTION"))
+            return
+        if room not in conn.rooms and not self._join(conn, room):
+            return
+        self._broadcast(room, protocol.notice(f"{conn.name} {arg}"), exclude=conn)
+
+    def _cmd_quit(self, conn: Connection, room: int, arg: str) -> None:
+        self._disconnect(conn, f"quit: {arg}" if arg else "quit", goodbye="notice")
+
+    def _cmd_help(self, conn: Connection, room: int, arg: str) -> None:
+        self._send(conn, room, protocol.notice(protocol.HELP_TEXT))
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _broadcast(self, room: int, body: str, exclude: Connection | None = None) -> None:
+        """Queue one encoded frame for every member of room except ``exclude``."""
+        members = self._rooms.get(room)
+        if not members:
+            return
+        data = encode_frame(room, body)  # encoded once, shared by every member
+        self._stats.messages += 1
+        # Iterate over a copy: a member over its output limit is disconnected right here,
+        # which removes it from this very room.
+        for member in tuple(members):
+            if member is not exclude:
+                self._queue(member, data)
+
+    def _send(self, conn: Connection, room: int, body: str) -> None:
+        self._queue(conn, encode_frame(room, body))
+
+    def _queue(self, conn: Connection, data: bytes) -> None:
+        if conn.closing:
+            return
+        if len(conn.out) + len(data) > self.limits.max_output_buffer:
+            conn.out.clear()  # what it has not read is lost anyway; make room for the reason
+            self._disconnect(
+                conn,
+                f"output buffer over {self.limits.max_output_buffer} bytes (you are not reading)",
+            )
+            return
+        conn.out += data
+        self._stats.deliveries += 1
+        if not conn.writing and conn not in self._dirty:
+            self._dirty[conn] = None
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        """Once per loop pass: one send() per member with queued output (design note 3)."""
+        self._flush_scheduled = False
+        while self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            for conn in dirty:
+                if not conn.closed:
+                    self._flush(conn)
+
+    def _flush(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._disconnect(conn, _describe(exc), broken=True)
+            return
+        self._stats.bytes_out += sent
+        del conn.out[:sent]
+        if conn.out:
+            if not conn.writing:
+                conn.writing = True
+                self.loop.add_writer(conn.sock, self._flush, conn)
+        else:
+            if conn.writing:
+                conn.writing = False
+                self.loop.remove_writer(conn.sock)
+            if conn.closing:
+                self._close(conn)
+
+    # -- the one way out ----------------------------------------------------------------
+
+    def _disconnect(
+        self,
+        conn: Connection,
+        reason: str,
+        *,
+        broken: bool = False,
+        announce: bool = True,
+        goodbye: str | None = "error",
+    ) -> None:
+        """Every disconnect comes here. Safe to call twice, and during a broadcast.
+
+        ``broken``: the socket failed (reset, send error): close at once, write nothing.
+        Otherwise the peer is told why (``goodbye``: "error", "notice" or None) and the
+        connection lingers until that is flushed, at most ``limits.linger_seconds``.
+        ``announce=False`` (shutdown) skips the leave notices: everyone is going.
+        """
+        if conn.closing:
+            return
+        conn.closing = True
+        kind = reason.partition(":")[0]  # "quit: bye" counts as "quit": the keys stay few
+        self._stats.disconnects[kind] = self._stats.disconnects.get(kind, 0) + 1
+        logger.info("disconnect %s: %s", conn.name, reason)
+        self.loop.remove_reader(conn.sock)
+        for room in list(conn.rooms):
+            if announce:
+                self._leave(conn, room, reason)
+            else:
+                self._leave_quietly(conn, room)
+        if conn.nick:
+            self._nicks.pop(conn.nick.lower(), None)
+        if broken:
+            self._close(conn)
+            return
+        if goodbye == "error":
+            conn.out += encode_frame(
+                protocol.SERVER_ROOM, protocol.error(f"disconnected: {reason}")
+            )
+        elif goodbye == "notice":
+            conn.out += encode_frame(protocol.SERVER_ROOM, protocol.notice(f"bye ({reason})."))
+        conn.linger = self.loop.call_later(self.limits.linger_seconds, self._close, conn)
+        self._flush(conn)
+
+    def _leave_quietly(self, conn: Connection, room: int) -> None:
+        members = self._rooms.get(room)
+        if members is not None:
+            members.pop(conn, None)
+            if not members:
+                del self._rooms[room]
+        conn.rooms.pop(room, None)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        conn.closing = True
+        if conn.linger is not None:
+            conn.linger.cancel()
+        for room in list(conn.rooms):  # a broken socket that never went through leave
+            self._leave_quietly(conn, room)
+        self.loop.remove_reader(conn.sock)
+        self.loop.remove_writer(conn.sock)
+        self._dirty.pop(conn, None)
+        self._conns.pop(conn.fd, None)
+        conn.out = bytearray()
+        conn.sock.close()
+        if self._shutting_down:
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self._conns:
+            self.loop.stop()
+
+    def _close_everything(self) -> None:
+        for conn in list(self._conns.values()):
+            conn.closed = True
+            conn.sock.close()
+        self._conns.clear()
+        self._rooms.clear()
+        self._nicks.clear()
+        if self._listener.fileno() >= 0 and not self.loop.is_closed():
+            self.loop.remove_reader(self._listener)
+        self._listener.close()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
+        if self._own_loop:
+            self.loop.close()
+
+
+def _open_spare_fd() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _describe(exc: OSError) -> str:
+    """A short reason for the logs and the stats: 'connection reset', 'broken pipe'..."""
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe"
+    return exc.strerror.lower() if exc.strerror else str(exc)
+
+
+# ---------------------------------------------------------------------- serve() for tests
+
+
+@contextlib.contextmanager
+def serve(
+    host: str = "127.0.0.1", port: int = 0, backend: str = "auto", **kwargs
+) -> Iterator[ChatServer]:
+    """Run a ChatServer on a background thread for the ``with`` block, then stop it.
+
+    >>> with chatlab.serve(backend="poll") as server:
+    ...     print(server.address)
+    """
+    server = ChatServer(host, port, backend, **kwargs)
+    thread = threading.Thread(
+        target=server.serve_forever, name=f"chatlab-server-{server.address[1]}", daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop(timeout=server.limits.linger_seconds + 5)
+        thread.join(timeout=5)
+
+
+# -------------------------------------------------------------------------------- the CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chatlab.server",
+        description="A multi-room chat server speaking <RID:n>text</RID:n> frames.",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", *BACKENDS],
+        default="auto",
+        help=f"readiness syscall (available here: {', '.join(available_backends())})",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    limits = parser.add_argument_group("limits")
+    for name, default in vars(Limits()).items():
+        limits.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, metavar="N"
+        )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        server = ChatServer(
+            args.host,
+            args.port,
+            args.backend,
+            limits=Limits(**{name: getattr(args, name) for name in vars(Limits())}),
+        )
+    except (ChatlabError, ValueError) as exc:
+        print(f"chatlab.server: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"chatlab.server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+
+    def on_signal(signum, frame):
+        # A signal handler runs between two bytecodes of the main thread: hand the work to
+        # the loop, whose wake-up socket interrupts the syscall it may be sleeping in.
+        server.loop.call_soon_threadsafe(
+            server.shutdown, f"server stopped ({signal.strsignal(signum)})"
+        )
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host, port = server.address
+    print(
+        f"chatlab server on {host}:{port} (backend {server.backend}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
