@@ -37,6 +37,7 @@ __all__ = [
     "notice",
     "parse_body",
     "parse_incoming",
+    "split_classic",
     "validate_nick",
 ]
 
@@ -123,3 +124,13 @@ def parse_incoming(text: str) -> tuple[str, str | None, str]:
     if match:
         return "message", match.group(1), match.group(2)
     return "raw", None, text
+
+
+# The original server sends "[host:port] entered room." and "<('host', port)>text" with no
+# separator, so two of them can arrive in one read. Each starts in a recognisable way.
+_CLASSIC_START_RE = re.compile(r"(?=\[[^\]\s]+:\d+\] entered room\.)|(?=<\('[^']*', \d+\)>)")
+
+
+def split_classic(text: str) -> list[str]:
+    """Plain text from an original-protocol server -> its lines (best effort)."""
+    return [part.strip() for part in _CLASSIC_START_RE.split(text) if part.strip()]
