@@ -26,7 +26,25 @@ from .errors import (
 from .framing import FRAME_RE, FrameDecoder, encode_frame
 from .loop import EventLoop, Handle, IterationTrace, LoopStats, TimerHandle
 from .scripted import ExpectTimeout, ScriptedClient
-from .server import ChatServer, Limits, serve
+
+# chatlab.server is also a script (python -m chatlab.server). Importing it here would load
+# it twice in that process, once as chatlab.server and once as __main__, and runpy would
+# print a RuntimeWarning about it on every start. So its names are loaded on first use
+# (PEP 562): `from chatlab import serve` and `chatlab.ChatServer` work as before.
+_LAZY = {"ChatServer": "server", "Limits": "server", "serve": "server"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 # A library logs, the application decides where to: without this, Python's last-resort
 # handler would print our warnings from server threads into whatever notebook cell runs.

@@ -191,6 +191,7 @@ class ChatServer:
         self._nicks: dict[str, Connection] = {}  # nick.lower() -> connection
         self._dirty: dict[Connection, None] = {}  # members with output to flush this pass
         self._flush_scheduled = False
+        self._departures: list[tuple] = []  # disconnects being finished; see _disconnect
         self._stats = ServerStats()
         self._shutting_down = False
         self._stopped = threading.Event()
@@ -228,7 +229,11 @@ class ChatServer:
 
     def rooms(self) -> dict[int, list[str]]:
         """room -> member names, in join order (a copy, for notebooks and tests)."""
-        return {room: [c.name for c in members] for room, members in self._rooms.items()}
+        # Called from other threads while the loop's thread changes the rooms: iterating the
+        # live dicts in Python code would raise "dictionary changed size during iteration".
+        # list() copies a dict in one C call, which the GIL does not interrupt.
+        rooms = list(self._rooms.items())
+        return {room: [c.name for c in list(members)] for room, members in rooms}
 
     def serve_forever(self) -> None:
         """Run the loop until shutdown() finishes; then release everything."""
@@ -343,10 +348,13 @@ class ChatServer:
                 self._stats.frames += 1
                 self._on_frame(conn, event)
             elif type(event) is Skipped:
+                # The reason may quote the peer's closing tag ("mismatched closing tag
+                # </RID:800> for <RID:700>"), which no frame body can carry: escape it.
+                reason = event.reason.replace("</RID:", "<\\/RID:")
                 self._send(
                     conn,
                     protocol.SERVER_ROOM,
-                    protocol.error(f"skipped {len(event.data)} bytes: {event.reason}"),
+                    protocol.error(f"skipped {len(event.data)} bytes: {reason}"),
                 )
             elif type(event) is FrameTooLarge:
                 self._disconnect(conn, f"frame larger than {event.limit} bytes")
@@ -587,12 +595,39 @@ class ChatServer:
         ``announce=False`` (shutdown) skips the leave notices: everyone is going.
         """
         if conn.closing:
+            if broken:
+                # Already on its way out, and the socket failed while flushing the last
+                # bytes (a peer that reset right after /quit, or during shutdown): nothing
+                # more can be sent, so close now instead of waiting out the linger timer.
+                self._close(conn)
             return
         conn.closing = True
         kind = reason.partition(":")[0]  # "quit: bye" counts as "quit": the keys stay few
         self._stats.disconnects[kind] = self._stats.disconnects.get(kind, 0) + 1
         logger.info("disconnect %s: %s", conn.name, reason)
         self.loop.remove_reader(conn.sock)
+        # Discussion: leaving a room sends the others a notice, which can push a member
+        # that is not reading over its output limit, whose disconnect sends notices of its
+        # own, and so on: one nested call per member cut off, and a room of a few hundred
+        # stalled members overflowed Python's stack (RecursionError, connections left half
+        # closed). So a disconnect that starts while another is being finished only joins
+        # the list (it reads and gets nothing more: it is closing), and the outermost call
+        # finishes them one after the other. To every caller it is still done on return.
+        self._departures.append((conn, reason, broken, announce, goodbye))
+        if len(self._departures) > 1:
+            return
+        try:
+            i = 0
+            while i < len(self._departures):
+                self._depart(*self._departures[i])
+                i += 1
+        finally:
+            self._departures.clear()
+
+    def _depart(
+        self, conn: Connection, reason: str, broken: bool, announce: bool, goodbye: str | None
+    ) -> None:
+        """The second half of _disconnect: leave every room, then close or linger."""
         for room in list(conn.rooms):
             if announce:
                 self._leave(conn, room, reason)
