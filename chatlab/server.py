@@ -76,6 +76,10 @@ MAX_CONNECTIONS = 10_000
 MAX_ROOMS_PER_CONNECTION = 100
 # How much one recv() takes: large enough for many frames per call, small enough to be fair.
 RECV_SIZE = 64 * 1024
+# The kernel's send buffer per connection (SO_SNDBUF). None leaves Linux's autotuning, which
+# grows it to several MiB for a reader that falls behind; a small value makes a slow reader
+# reach max_output_buffer quickly, which is what a lesson or a test of the SendQ wants.
+KERNEL_SEND_BUFFER = None
 # How long a closing connection may take to flush its last output (a notice, the reason),
 # and how long shutdown waits for everyone's, before closing anyway.
 LINGER_SECONDS = 2.0
@@ -91,6 +95,7 @@ class Limits:
     max_connections: int = MAX_CONNECTIONS
     max_rooms_per_connection: int = MAX_ROOMS_PER_CONNECTION
     linger_seconds: float = LINGER_SECONDS
+    kernel_send_buffer: int | None = KERNEL_SEND_BUFFER
 
     def __post_init__(self) -> None:
         if self.max_input_buffer <= self.max_frame_size:
@@ -109,8 +114,8 @@ class ServerStats:
     connections: int = 0  # open now
     rooms: int = 0  # non-empty now
     frames: int = 0  # frames received
-    messages: int = 0  # chat messages broadcast
-    deliveries: int = 0  # copies of messages queued to members
+    messages: int = 0  # frames broadcast to a room: chat messages and notices
+    deliveries: int = 0  # frames queued to members: broadcast copies, replies, errors
     bytes_in: int = 0
     bytes_out: int = 0
     disconnects: dict[str, int] = field(default_factory=dict)  # reason -> count
@@ -134,6 +139,7 @@ class Connection:
         "closing",
         "closed",
         "linger",
+        "peer_eof",
     )
 
     def __init__(self, sock: socket.socket, address, max_frame_size: int) -> None:
@@ -148,6 +154,7 @@ class Connection:
         self.closing = False  # disconnected: flushing the last bytes, reading no more
         self.closed = False
         self.linger = None  # the timer that closes a lingering connection
+        self.peer_eof = False  # the peer sent EOF: nothing left to drain before close()
 
     @property
     def name(self) -> str:
@@ -296,6 +303,8 @@ class ChatServer:
         with contextlib.suppress(OSError):
             # Chat lines are small and latency matters: do not let Nagle hold them back.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.limits.kernel_send_buffer:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.kernel_send_buffer)
         if len(self._conns) >= self.limits.max_connections:
             self._refuse(sock, f"server full ({self.limits.max_connections} connections)")
             return
@@ -304,7 +313,7 @@ class ChatServer:
             self.loop.add_reader(sock, self._on_readable, conn)
         except RegistrationError as exc:
             # select() cannot watch this fd: tell the client why and go on serving the rest.
-            self._refuse(sock, str(exc))
+            self._refuse(sock, f"server cannot take more connections: {exc}")
             return
         self._conns[conn.fd] = conn
         logger.info("connection from %s (fd %d)", conn.name, conn.fd)
@@ -364,6 +373,7 @@ class ChatServer:
             if conn.closing:
                 return  # /quit, or a limit: the rest of what it sent is not for us
         if not data:
+            conn.peer_eof = True
             self._disconnect(conn, "closed the connection", goodbye=None)
 
     def _on_frame(self, conn: Connection, frame: Frame) -> None:
@@ -451,6 +461,9 @@ class ChatServer:
         if problem:
             self._send(conn, room, protocol.error(problem))
             return
+        if conn.nick == arg:
+            self._send(conn, room, protocol.notice(f"you are already known as {arg}."))
+            return
         old = conn.name
         if conn.nick:
             del self._nicks[conn.nick.lower()]
@@ -484,7 +497,8 @@ class ChatServer:
             return
         names = [m.name for m in self._rooms.get(target, ())]
         count = f"{len(names)} member{'s' if len(names) != 1 else ''}"
-        self._send(conn, room, protocol.notice(f"room {target}: {', '.join(names)} ({count})"))
+        listing = ", ".join(names) or "nobody"
+        self._send(conn, room, protocol.notice(f"room {target}: {listing} ({count})"))
 
     def _cmd_rooms(self, conn: Connection, room: int, arg: str) -> None:
         if not self._rooms:
@@ -531,13 +545,19 @@ class ChatServer:
     def _queue(self, conn: Connection, data: bytes) -> None:
         if conn.closing:
             return
-        if len(conn.out) + len(data) > self.limits.max_output_buffer:
-            conn.out.clear()  # what it has not read is lost anyway; make room for the reason
-            self._disconnect(
-                conn,
-                f"output buffer over {self.limits.max_output_buffer} bytes (you are not reading)",
-            )
-            return
+        limit = self.limits.max_output_buffer
+        if len(conn.out) + len(data) > limit:
+            if not conn.writing:
+                # The limit is on what the member's kernel will not take. Many senders can
+                # queue more than that for a member in one loop pass, before its once-per-pass
+                # send: offer the kernel what we have before calling the member slow.
+                self._flush(conn)
+                if conn.closing:
+                    return
+            if len(conn.out) + len(data) > limit:
+                conn.out.clear()  # it has not read this and never will; room for the reason
+                self._disconnect(conn, f"output buffer over {limit} bytes: you are not reading")
+                return
         conn.out += data
         self._stats.deliveries += 1
         if not conn.writing and conn not in self._dirty:
@@ -552,7 +572,7 @@ class ChatServer:
         while self._dirty:
             dirty, self._dirty = self._dirty, {}
             for conn in dirty:
-                if not conn.closed:
+                if conn.out and not conn.closing:
                     self._flush(conn)
 
     def _flush(self, conn: Connection) -> None:
@@ -574,7 +594,36 @@ class ChatServer:
                 conn.writing = False
                 self.loop.remove_writer(conn.sock)
             if conn.closing:
-                self._close(conn)
+                self._half_close(conn)
+
+    def _half_close(self, conn: Connection) -> None:
+        """The goodbye is flushed: send FIN, then wait for the peer's before close().
+
+        Discussion: close() on a socket with unread input makes the kernel send a reset
+        (RST) instead of an orderly FIN, and a reset lets the peer's kernel discard what we
+        sent last, the reason for the disconnect, before the peer reads it. So we shut our
+        side down, read and drop whatever the peer still sends until its EOF, and only then
+        close. The linger timer bounds the wait for a peer that never closes.
+        """
+        if conn.peer_eof:
+            self._close(conn)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self.loop.add_reader(conn.sock, self._drain_until_eof, conn)
+
+    def _drain_until_eof(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
 
     # -- the one way out ----------------------------------------------------------------
 
@@ -756,7 +805,10 @@ def main(argv: list[str] | None = None) -> int:
     limits = parser.add_argument_group("limits")
     for name, default in vars(Limits()).items():
         limits.add_argument(
-            "--" + name.replace("_", "-"), type=type(default), default=default, metavar="N"
+            "--" + name.replace("_", "-"),
+            type=int if default is None else type(default),
+            default=default,
+            metavar="N",
         )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -782,9 +834,10 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum, frame):
         # A signal handler runs between two bytecodes of the main thread: hand the work to
         # the loop, whose wake-up socket interrupts the syscall it may be sleeping in.
-        server.loop.call_soon_threadsafe(
-            server.shutdown, f"server stopped ({signal.strsignal(signum)})"
-        )
+        with contextlib.suppress(ChatlabError):  # the loop already closed: we are exiting
+            server.loop.call_soon_threadsafe(
+                server.shutdown, f"server stopped ({signal.strsignal(signum)})"
+            )
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
