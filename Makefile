@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed-dev
 HOST   ?= 127.0.0.1
 PORT   ?= 9898
 
-.PHONY: lab test server bench clean
+.PHONY: lab test server bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+
+## make notebooks: re-execute every notebook and store its outputs (then commit them).
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/[0-9]*.ipynb

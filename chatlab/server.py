@@ -202,6 +202,7 @@ class ChatServer:
         self._stats = ServerStats()
         self._shutting_down = False
         self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
         try:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self._listener = socket.create_server(
@@ -266,14 +267,34 @@ class ChatServer:
         self._check_drained()
         self.loop.call_later(self.limits.linger_seconds, self.loop.stop)
 
+    def start(self) -> ChatServer:
+        """Run serve_forever() on a daemon thread named chatlab-server-PORT; returns self.
+
+        For a notebook whose server lives across cells: ``server = ChatServer().start()``,
+        and ``server.stop()`` in the last cell. Within one cell, prefer ``with serve():``.
+        """
+        self._thread = threading.Thread(
+            target=self.serve_forever, name=f"chatlab-server-{self.address[1]}", daemon=True
+        )
+        self._thread.start()
+        return self
+
     def stop(self, timeout: float | None = None) -> bool:
-        """Thread-safe: ask for a graceful shutdown, wait for serve_forever() to finish."""
+        """Thread-safe: ask for a graceful shutdown, wait for serve_forever() to finish.
+
+        Returns False if it did not finish within ``timeout`` seconds. Safe to call twice."""
+        if self._thread is None and not self.loop.is_running():
+            self.close()  # never started: nothing to say goodbye to
+            return True
         if not self.loop.is_closed():
             try:
                 self.loop.call_soon_threadsafe(self.shutdown)
             except ChatlabError:
                 pass  # the loop closed in the meantime
-        return self._stopped.wait(timeout)
+        stopped = self._stopped.wait(timeout)
+        if stopped and self._thread is not None:
+            self._thread.join(timeout)
+        return stopped
 
     def close(self) -> None:
         """Release the sockets without a goodbye (for a server that never ran)."""
@@ -771,16 +792,11 @@ def serve(
     >>> with chatlab.serve(backend="poll") as server:
     ...     print(server.address)
     """
-    server = ChatServer(host, port, backend, **kwargs)
-    thread = threading.Thread(
-        target=server.serve_forever, name=f"chatlab-server-{server.address[1]}", daemon=True
-    )
-    thread.start()
+    server = ChatServer(host, port, backend, **kwargs).start()
     try:
         yield server
     finally:
         server.stop(timeout=server.limits.linger_seconds + 5)
-        thread.join(timeout=5)
 
 
 # -------------------------------------------------------------------------------- the CLI
