@@ -1,26 +1,88 @@
-"""python -m chatlab.bench SCENARIO [options]"""
+"""python -m chatlab.bench SCENARIO [options]: loop, fanout, idle, churn.
+
+Each prints a table; --out writes the results as JSON, --plot a PNG (needs matplotlib);
+--quick runs a small version in seconds (the notebook and the tests use it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..backends import available_backends
 from . import loop as loop_bench
+from . import scenarios
+
+DEFAULT_SERVERS = ",".join(
+    [f"chatlab/{b}" for b in available_backends()] + ["asyncio", "uvloop", "epoll-flat"]
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m chatlab.bench",
-        description="chatlab's benchmarks. Figures are medians of alternating rounds.",
+        description="chatlab's benchmarks: servers as real processes, alternating rounds, "
+        "medians. Loopback only; every run is bounded in time.",
     )
     sub = parser.add_subparsers(dest="scenario", required=True)
-    loop_bench.add_arguments(
-        sub.add_parser("loop", help="cost of one loop iteration with 1 active and N idle fds")
-    )
+
+    def common(p, servers=DEFAULT_SERVERS, rounds=3, duration=3.0):
+        p.add_argument("--servers", default=servers, help="comma-separated (default: %(default)s)")
+        p.add_argument("--rounds", type=int, default=rounds)
+        p.add_argument("--duration", type=float, default=duration, help="seconds per measurement")
+        p.add_argument("--quick", action="store_true", help="a small run, in seconds")
+        p.add_argument("--out", help="write the results as JSON here")
+        p.add_argument("--plot", help="write a PNG plot here")
+
+    lp = sub.add_parser("loop", help="cost of one loop iteration with 1 active and N idle fds")
+    loop_bench.add_arguments(lp)
+    lp.add_argument("--plot", help="write a PNG plot here")
+
+    fp = sub.add_parser("fanout", help="R rooms x K clients, each with W messages in flight")
+    common(fp)
+    fp.add_argument("--rooms", type=int, default=10)
+    fp.add_argument("--clients", type=int, default=10, help="per room")
+    fp.add_argument("--window", type=int, default=4)
+    fp.add_argument("--size", type=int, default=1024, help="bytes per frame sent")
+    fp.add_argument("--workers", type=int, default=1, help="load-generator processes")
+    fp.add_argument("--baseline", default="asyncio")
+
+    ip = sub.add_parser("idle", help="a ping-pong pair among C idle connections")
+    common(ip, servers=",".join(f"chatlab/{b}" for b in available_backends()), duration=2.0)
+    ip.add_argument("--sizes", default="0,1000,5000,10000", help="idle connection counts")
+
+    cp = sub.add_parser("churn", help="connect, join, send, close at concurrency N")
+    common(cp, servers=f"chatlab/{available_backends()[0]},asyncio", duration=3.0)
+    cp.add_argument("--concurrency", type=int, default=8)
+
     args = parser.parse_args(argv)
     if args.scenario == "loop":
         return loop_bench.main(args)
-    return 2
+    if args.quick:
+        args.rounds, args.duration = 1, 1.0
+        if args.scenario == "fanout":
+            args.rooms, args.clients = 4, 5
+        if args.scenario == "idle":
+            args.sizes = "0,100,1000"
+    run, fmt, plot = {
+        "fanout": (scenarios.run_fanout, scenarios.format_fanout, "plot_fanout"),
+        "idle": (scenarios.run_idle, scenarios.format_idle, "plot_idle"),
+        "churn": (scenarios.run_churn, scenarios.format_churn, "plot_churn"),
+    }[args.scenario]
+    report = run(args)
+    print(fmt(report))
+    scenarios.save(report, args.out)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("--plot needs matplotlib: pip install 'chatlab[notebooks]'", file=sys.stderr)
+            return 1
+        from . import plots
+
+        plots.save(getattr(plots, plot)(report), args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -126,6 +126,11 @@ def main(args) -> int:
     results = run(backends, sizes, iterations, rounds, progress)
     print(format_table(results, sizes))
     print("'refused': select() cannot watch fds >= FD_SETSIZE (1024).")
+    if getattr(args, "plot", None):
+        from . import plots
+
+        plots.save(plots.plot_loop(results), args.plot)
+        print(f"plot written to {args.plot}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(

@@ -1,0 +1,113 @@
+"""Plots of the benchmarks' results (matplotlib, imported only when a plot is asked for)."""
+
+from __future__ import annotations
+
+
+def _plt():
+    import matplotlib
+
+    if not _in_notebook():
+        matplotlib.use("Agg")  # a file, not a window: the CLI runs on machines with no screen
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _in_notebook() -> bool:
+    import sys
+
+    return "ipykernel" in sys.modules
+
+
+def plot_loop(results: dict, ax=None):
+    """results: {backend: {idle_fds: seconds per iteration or None}}"""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for backend, by_n in results.items():
+        points = [(int(n), v * 1e6) for n, v in by_n.items() if v is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=backend)
+        refused = [int(n) for n, v in by_n.items() if v is None]
+        if refused:
+            ax.scatter(
+                refused,
+                [points[-1][1]] * len(refused),
+                marker="x",
+                color="red",
+                label=f"{backend}: refused (FD_SETSIZE)",
+            )
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_yscale("log")
+    ax.set_xlabel("idle fds registered")
+    ax.set_ylabel("µs per loop iteration (1 active fd)")
+    ax.set_title("One ready socket among N idle ones: O(n) vs O(ready)")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    return ax.figure
+
+
+def plot_fanout(report: dict):
+    plt = _plt()
+    names = list(report["results"])
+    rows = [report["results"][n] for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.bar(names, [r["deliveries_per_s"] for r in rows], color="tab:blue")
+    left.set_ylabel("deliveries / s (median)")
+    left.set_title("Throughput")
+    right.bar(names, [r["server_cpu_us_per_delivery"] for r in rows], color="tab:orange")
+    right.set_ylabel("server CPU µs per delivery (median)")
+    right.set_title("Server cost (holds on a noisy machine)")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+    p = report["params"]
+    fig.suptitle(
+        f"fanout: {p['rooms']} rooms × {p['k']} clients, window {p['window']}, {p['size']} B frames"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_idle(report: dict):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, by_n in report["results"].items():
+        points = [
+            (int(n), r["server_cpu_us_per_round_trip"]) for n, r in by_n.items() if not r["refused"]
+        ]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        refused = [int(n) for n, r in by_n.items() if r["refused"]]
+        if refused and points:
+            ax.scatter(refused, [points[-1][1]] * len(refused), marker="x", color="red")
+            ax.annotate(
+                "select: refused past FD_SETSIZE",
+                (refused[0], points[-1][1]),
+                textcoords="offset points",
+                xytext=(-60, 10),
+                color="red",
+            )
+    ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlabel("idle connections")
+    ax.set_ylabel("server CPU µs per round trip")
+    ax.set_title("A ping-pong pair among idle connections")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_churn(report: dict):
+    plt = _plt()
+    names = list(report["results"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(names, [report["results"][n]["connections_per_s"] for n in names])
+    ax.set_ylabel("connections / s (median)")
+    ax.set_title(f"churn at concurrency {report['concurrency']}")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: str | None) -> None:
+    if path:
+        fig.savefig(path, dpi=110, bbox_inches="tight")

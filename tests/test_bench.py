@@ -1,0 +1,64 @@
+"""The benchmarks' own correctness (not their speed): what they count must be true."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chatlab.bench import fanout, pingpong
+from chatlab.bench._util import ServerProcess
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the benchmarks read /proc (Linux)"
+)
+
+
+def test_fanout_counts_every_delivery_exactly_once_on_chatlab():
+    with ServerProcess("chatlab", "epoll") as server:
+        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
+    assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0
+    assert r["deliveries_per_s"] > 0
+    # Every message reaches the k - 1 other members of its room: 3 deliveries per message.
+    assert r["deliveries_per_s"] == pytest.approx(3 * r["messages_per_s"], rel=0.05)
+    assert r["server_cpu_us_per_delivery"] > 0
+
+
+def test_fanout_detects_lost_and_duplicated_messages():
+    # A server that drops every 97th copy and sends every 89th twice: the benchmark must say so.
+    with ServerProcess("faulty") as server:
+        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
+    assert r["lost"] > 0, "a dropped copy is never received: counted as lost"
+    assert r["duplicates"] > 0, "a copy received twice is counted as a duplicate"
+
+
+def test_idle_pair_round_trips_and_select_refusal():
+    with ServerProcess("chatlab", "epoll") as server:
+        r = pingpong.run_idle(server, idle=50, duration=0.3)
+    assert not r["refused"] and r["round_trips_per_s"] > 0 and r["p99_us"] >= r["p50_us"]
+    with ServerProcess("chatlab", "select") as server:
+        r = pingpong.run_idle(server, idle=1100, duration=0.3)
+    assert r["refused"], "select cannot hold 1,100 connections; the benchmark reports it"
+
+
+def test_churn_counts_connections():
+    with ServerProcess("chatlab", "epoll") as server:
+        r = pingpong.run_churn(server, concurrency=2, duration=0.5)
+    assert r["connections_per_s"] > 0 and not r["errors"]
+
+
+@pytest.mark.parametrize("scenario", ["loop", "fanout", "idle", "churn"])
+def test_cli_quick_runs_and_writes_json(scenario, tmp_path):
+    out = tmp_path / f"{scenario}.json"
+    args = [sys.executable, "-m", "chatlab.bench", scenario, "--quick", "--out", str(out)]
+    if scenario == "fanout":
+        args += ["--servers", "chatlab/epoll,asyncio"]
+    if scenario in ("idle",):
+        args += ["--servers", "chatlab/epoll"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["scenario"] == scenario
+    assert "Traceback" not in done.stderr
