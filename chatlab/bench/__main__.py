@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle": (scenarios.run_idle, scenarios.format_idle, "plot_idle"),
         "churn": (scenarios.run_churn, scenarios.format_churn, "plot_churn"),
     }[args.scenario]
-    report = run(args)
+    report = run(**vars(args))
     print(fmt(report))
     scenarios.save(report, args.out)
     if args.plot:

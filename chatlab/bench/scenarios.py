@@ -28,8 +28,11 @@ FANOUT_KEYS = [
 ]
 
 
-def server_specs(names: list[str]) -> list[tuple[str, str | None]]:
-    """'chatlab/epoll', 'asyncio', ... -> (kind, backend) pairs, skipping what is missing."""
+def server_specs(names) -> list[tuple[str, str | None]]:
+    """'chatlab/epoll,asyncio' or a list of such names -> (kind, backend) pairs, skipping
+    (with a line on stderr) what this machine lacks."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
     specs = []
     for name in names:
         kind, _, backend = name.partition("/")
@@ -77,30 +80,35 @@ def medians(samples: list[dict], keys) -> dict:
 # ------------------------------------------------------------------------------ fanout
 
 
-def run_fanout(args) -> dict:
-    specs = server_specs(args.servers.split(","))
-    kw = dict(
-        rooms=args.rooms,
-        k=args.clients,
-        window=args.window,
-        size=args.size,
-        duration=args.duration,
-        workers=args.workers,
-    )
-    raw = alternate(specs, lambda server, _: fanout.run_once(server, **kw), args.rounds)
+def run_fanout(
+    servers,
+    rounds=3,
+    duration=3.0,
+    rooms=10,
+    clients=10,
+    window=4,
+    size=1024,
+    workers=1,
+    baseline="asyncio",
+    **_,
+) -> dict:
+    """Fanout for each server, rounds alternating; a report for format_fanout/plot_fanout."""
+    specs = server_specs(servers)
+    kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration, workers=workers)
+    raw = alternate(specs, lambda server, _: fanout.run_once(server, **kw), rounds)
     table = {name: medians(by[None], FANOUT_KEYS) for name, by in raw.items()}
     for name, by in raw.items():  # exactly-once is a property of every round, not a median
         table[name]["lost"] = sum(r["lost"] for r in by[None])
         table[name]["duplicates"] = sum(r["duplicates"] for r in by[None])
         table[name]["generator_bound_rounds"] = sum(r["generator_bound"] for r in by[None])
-    base = table.get(args.baseline, {}).get("deliveries_per_s")
+    base = table.get(baseline, {}).get("deliveries_per_s")
     for row in table.values():
         row["ratio_to_baseline"] = row["deliveries_per_s"] / base if base else None
     return {
         "scenario": "fanout",
         "params": kw,
-        "rounds": args.rounds,
-        "baseline": args.baseline,
+        "rounds": rounds,
+        "baseline": baseline,
         "results": table,
     }
 
@@ -140,13 +148,14 @@ IDLE_KEYS = [
 ]
 
 
-def run_idle(args) -> dict:
-    specs = server_specs(args.servers.split(","))
-    sizes = [int(n) for n in args.sizes.split(",")]
+def run_idle(servers, sizes=(0, 1000, 5000, 10000), rounds=3, duration=2.0, **_) -> dict:
+    """A ping-pong pair among each number of idle connections, per server."""
+    specs = server_specs(servers)
+    if isinstance(sizes, str):
+        sizes = [int(n) for n in sizes.split(",")]
+    sizes = list(sizes)
     note = raise_fd_limit(max(sizes) * 2 + 256)
-    raw = alternate(
-        specs, lambda server, n: pingpong.run_idle(server, n, args.duration), args.rounds, sizes
-    )
+    raw = alternate(specs, lambda server, n: pingpong.run_idle(server, n, duration), rounds, sizes)
     table = {}
     for name, by in raw.items():
         table[name] = {}
@@ -165,8 +174,8 @@ def run_idle(args) -> dict:
     return {
         "scenario": "idle",
         "sizes": sizes,
-        "duration": args.duration,
-        "rounds": args.rounds,
+        "duration": duration,
+        "rounds": rounds,
         "fd_limit_note": note,
         "results": table,
     }
@@ -199,12 +208,11 @@ def format_idle(report) -> str:
 # ------------------------------------------------------------------------------- churn
 
 
-def run_churn(args) -> dict:
-    specs = server_specs(args.servers.split(","))
+def run_churn(servers, concurrency=8, rounds=3, duration=3.0, **_) -> dict:
+    """Connect-join-send-close at a given concurrency while a pair chats, per server."""
+    specs = server_specs(servers)
     raw = alternate(
-        specs,
-        lambda server, _: pingpong.run_churn(server, args.concurrency, args.duration),
-        args.rounds,
+        specs, lambda server, _: pingpong.run_churn(server, concurrency, duration), rounds
     )
     keys = ["connections_per_s", "pair_p99_us", "server_cpu_us_per_connection"]
     table = {name: medians(by[None], keys) for name, by in raw.items()}
@@ -212,9 +220,9 @@ def run_churn(args) -> dict:
         table[name]["errors"] = [e for r in by[None] for e in r["errors"]][:3]
     return {
         "scenario": "churn",
-        "concurrency": args.concurrency,
-        "duration": args.duration,
-        "rounds": args.rounds,
+        "concurrency": concurrency,
+        "duration": duration,
+        "rounds": rounds,
         "results": table,
     }
 
