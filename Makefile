@@ -17,14 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-## make lab: JupyterLab on the course (until the notebooks exist: the chat server).
+## make lab: JupyterLab on the course, opened at its first page.
 lab: $(STAMP)
-	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-		$(VENV)/bin/jupyter lab notebooks/; \
-	else \
-		echo "The notebooks are not written yet; starting the chat server instead (Ctrl-C stops it)."; \
-		$(PY) -m chatlab.server --backend auto --host $(HOST) --port $(PORT); \
-	fi
+	cd notebooks && $(abspath $(VENV))/bin/jupyter lab 00-start-here.ipynb
 
 ## make test: lint, then every test (all backends available here).
 test: $(STAMP)

@@ -57,6 +57,8 @@ class ClassicServer:
     def handle(self, sock: socket.socket) -> None:
         # BUG: one recv() is taken as one frame. Half a frame does not match and is lost;
         # two frames in one read deliver only the first. (framing.FrameDecoder)
+        # BUG: nothing catches a reset here: a client that vanishes with RST makes recv()
+        # raise ConnectionResetError, and the whole server dies. (server: _on_readable)
         data = sock.recv(1024)
         match = FRAME_RE.match(data)
         if not match:

@@ -109,6 +109,8 @@ class Sentinel(enum.Enum):
     def __repr__(self) -> str:
         return self.value
 
+    __str__ = __repr__  # print(NEED_DATA) shows NEED_DATA, as the REPL does
+
 
 NEED_DATA = Sentinel.NEED_DATA  # nothing complete yet: feed more bytes
 CLOSED = Sentinel.CLOSED  # end of input, and every byte has been accounted for

@@ -26,10 +26,13 @@ def raise_fd_limit(needed: int) -> str | None:
     if soft >= needed:
         return None
     target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    note = f"raised the open-file limit from {soft} to {target}"
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        note = f"raised the open-file limit from {soft} to {target}"
+    else:
+        note = f"the open-file limit is {soft}, its hard limit"
     if target < needed:
-        note += f" (the hard limit; {needed} wanted: sizes above it will fail)"
+        note += f" ({needed} wanted: the largest sizes may run out of fds)"
     return note
 
 
