@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import INVALID, READ, WRITE, get_backend
-from .errors import LoopClosedError, LoopRunningError, RegistrationError
+from .errors import FDLimitError, LoopClosedError, LoopRunningError, RegistrationError
 
 __all__ = ["EventLoop", "Handle", "IterationTrace", "LoopStats", "TimerHandle"]
 
@@ -161,7 +161,11 @@ class EventLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.add_reader(self._wake_r, self._drain_wakeup)
+        try:
+            self.add_reader(self._wake_r, self._drain_wakeup)
+        except FDLimitError as exc:
+            self.close()  # release the socketpair and the backend: nothing leaks
+            raise FDLimitError(f"the loop's own wake-up socket: {exc}") from None
 
     # -- properties ---------------------------------------------------------------------
 

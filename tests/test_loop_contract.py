@@ -8,6 +8,7 @@ says so and asserts each backend's documented outcome.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 
@@ -556,3 +557,18 @@ def test_edge_triggered_only_on_epoll(backend, socketpair):
         b.send(b"z")  # a new edge
         run_until(loop, lambda: len(calls) == 2)
         assert calls[1] == b"y"
+
+
+def test_select_loop_created_past_the_wall_says_so_and_leaks_nothing():
+    # The loop registers its own wake-up socket; past FD_SETSIZE even that is refused.
+    made = []
+    try:
+        _open_sockets_until(FD_SETSIZE + 2, made)
+        before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        with pytest.raises(chatlab.FDLimitError, match="the loop's own wake-up socket"):
+            EventLoop("select")
+        if before is not None:
+            assert len(os.listdir("/proc/self/fd")) == before, "the socketpair was closed"
+    finally:
+        for sock in made:
+            sock.close()
