@@ -261,3 +261,29 @@ def test_restart_kernel_and_run_all_works(lab, browser):
     finally:
         page.close()
         shut_down_kernels(lab)
+
+
+def test_interrupt_then_run_all_again(lab, browser):
+    """The stop button mid-run, then Run All again in the same kernel: the interrupted
+    cell's servers were stopped on the way out (with blocks), and nothing is in the way."""
+    page = browser.new_page()
+    name = "03-framing.ipynb"
+    try:
+        run_all(page, lab, name)
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                     .some(p => p.textContent.includes('*'))""",
+            timeout=30_000,
+        )
+        page.wait_for_timeout(1500)  # somewhere in the middle of the notebook
+        page.click(".lm-MenuBar-itemLabel:text-is('Kernel')")
+        page.click(".lm-Menu-itemLabel:text-is('Interrupt Kernel')")
+        wait_for_kernel_idle(page, 60)
+        run_all(page, lab, name)  # the same notebook, the same kernel, from the top
+        errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+        assert errors.count() == 0, errors.first.inner_text()
+    finally:
+        page.close()
+        shut_down_kernels(lab)

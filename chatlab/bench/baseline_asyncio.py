@@ -57,7 +57,9 @@ class AsyncioChat:
     def broadcast(self, room: int, body: str, exclude) -> None:
         data = encode_frame(room, body)
         for member in self.rooms.get(room, ()):
-            if member is not exclude:
+            # A member whose connection is closing but whose handler has not cleaned up yet:
+            # asyncio ignores (and warns about) the write, uvloop raises. Skip it.
+            if member is not exclude and not member.is_closing():
                 member.write(data)
 
 
