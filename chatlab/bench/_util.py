@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import multiprocessing
 import os
 import re
 import signal
@@ -143,3 +144,35 @@ def percentile(values: list[float], p: float) -> float | None:
 def median(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def run_load(server: ServerProcess, target, args_list: list[tuple], duration: float):
+    """Run load-generator processes against a server and measure the server meanwhile.
+
+    Each process runs ``target(*args, ready, go, results)``: it sets up (connects, joins),
+    puts one value on ``ready``, waits for ``go``, does its work, and puts one dict on
+    ``results``. The server's CPU time is read between ``go`` and the last result, so set-up
+    is not counted. Returns (ready values, results, server CPU seconds, server RSS bytes at
+    the start). "spawn" processes: safe from a notebook kernel, which has threads.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=target, args=(*args, ready, go, results), daemon=True)
+        for args in args_list
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        states = [ready.get(timeout=120) for _ in procs]
+        rss = server.rss_bytes()
+        cpu0 = server.cpu_seconds()
+        go.set()
+        parts = [results.get(timeout=duration + 60) for _ in procs]
+        server_cpu = server.cpu_seconds() - cpu0
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    return states, parts, server_cpu, rss

@@ -11,7 +11,6 @@ when it, rather than the server, is the bottleneck.
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 import resource
 import selectors
@@ -19,7 +18,7 @@ import socket
 import time
 
 from ..framing import encode_frame
-from ._util import percentile
+from ._util import percentile, run_load
 
 # A message from the server: "<RID:r><sender> ID-SEQ xxx...</RID:r>"; anything else (notices)
 # matches the second branch and is skipped. Bodies of the load contain no "<".
@@ -154,31 +153,12 @@ def run_once(
     server, rooms=10, k=10, window=4, size=1024, duration=3.0, workers=1, drain=10.0
 ) -> dict:
     """One fanout measurement against a running ServerProcess."""
-    ctx = multiprocessing.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     room_ids = list(range(1, rooms + 1))
-    shares = [room_ids[i::workers] for i in range(workers)]
-    procs = []
-    first = 0
-    for share in shares:
-        args = (server.address, share, first, k, window, size, duration, drain, ready, go)
-        args += (results,)
-        procs.append(ctx.Process(target=worker, args=args, daemon=True))
+    args_list, first = [], 0
+    for share in (room_ids[i::workers] for i in range(workers)):
+        args_list.append((server.address, share, first, k, window, size, duration, drain))
         first += len(share) * k
-    for p in procs:
-        p.start()
-    try:
-        for _ in procs:
-            ready.get(timeout=60)
-        cpu0 = server.cpu_seconds()
-        go.set()
-        parts = [results.get(timeout=duration + 60) for _ in procs]
-        server_cpu = server.cpu_seconds() - cpu0
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+    _, parts, server_cpu, _ = run_load(server, worker, args_list, duration + drain)
     wall = max(p["wall"] for p in parts)
     receipts = sum(p["receipts"] for p in parts)
     latencies = [x for p in parts for x in p["latencies"]]

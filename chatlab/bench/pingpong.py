@@ -11,14 +11,13 @@ Each load runs in its own process and reports its own CPU use.
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import socket
 import threading
 import time
 
 from ..framing import encode_frame
-from ._util import percentile
+from ._util import percentile, run_load
 
 ROOM = 1
 CHURN_ROOM = 2
@@ -98,23 +97,9 @@ def idle_worker(address, idle, duration, ready, go, results) -> None:
 
 
 def run_idle(server, idle: int, duration: float = 2.0) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    proc = ctx.Process(
-        target=idle_worker, args=(server.address, idle, duration, ready, go, results)
+    (state,), (part,), server_cpu, rss = run_load(
+        server, idle_worker, [(server.address, idle, duration)], duration
     )
-    proc.start()
-    try:
-        state = ready.get(timeout=120)
-        rss = server.rss_bytes()
-        cpu0 = server.cpu_seconds()
-        go.set()
-        part = results.get(timeout=duration + 60)
-        server_cpu = server.cpu_seconds() - cpu0
-    finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
     if part.get("refused") or isinstance(state, str):
         return {"idle": idle, "refused": True}
     rtts = part["rtts"]
@@ -176,22 +161,9 @@ def churn_worker(address, concurrency, duration, ready, go, results) -> None:
 
 
 def run_churn(server, concurrency: int = 8, duration: float = 2.0) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    proc = ctx.Process(
-        target=churn_worker, args=(server.address, concurrency, duration, ready, go, results)
+    _, (part,), server_cpu, _ = run_load(
+        server, churn_worker, [(server.address, concurrency, duration)], duration
     )
-    proc.start()
-    try:
-        ready.get(timeout=60)
-        cpu0 = server.cpu_seconds()
-        go.set()
-        part = results.get(timeout=duration + 60)
-        server_cpu = server.cpu_seconds() - cpu0
-    finally:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
     return {
         "concurrency": concurrency,
         "connections_per_s": part["connections"] / part["wall"],
