@@ -8,6 +8,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-dev
 HOST   ?= 127.0.0.1
 PORT   ?= 9898
+LAB_ARGS ?=
 
 .PHONY: lab test server bench notebooks clean
 
@@ -18,8 +19,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 ## make lab: JupyterLab on the course, opened at its first page.
+# (Jupyter refuses to run as root without --allow-root: containers often are root.)
+ALLOW_ROOT = $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 lab: $(STAMP)
-	cd notebooks && $(abspath $(VENV))/bin/jupyter lab 00-start-here.ipynb
+	cd notebooks && $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) 00-start-here.ipynb
 
 ## make test: lint, then every test (all backends available here).
 test: $(STAMP)

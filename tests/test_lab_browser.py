@@ -287,3 +287,42 @@ def test_interrupt_then_run_all_again(lab, browser):
     finally:
         page.close()
         shut_down_kernels(lab)
+
+
+def test_make_lab_serves_the_course(tmp_path):
+    """The README's main command itself: `make lab` starts JupyterLab on notebooks/, at
+    00-start-here (read-only requests here: the browser tests above use a copy)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    port, token = _free_port(), secrets.token_hex(16)
+    venv = Path(sys.executable).parent.parent
+    args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "lab", f"VENV={venv}", f"LAB_ARGS={args}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # make and jupyter in one process group, stopped together
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/00-start-here.ipynb?content=0&token={token}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    model = json.load(response)
+                break
+            except OSError:
+                assert proc.poll() is None, "make lab exited"
+                assert time.monotonic() < deadline, "make lab did not serve within 90 s"
+                time.sleep(0.5)
+        assert model["name"] == "00-start-here.ipynb" and model["type"] == "notebook"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
