@@ -554,11 +554,29 @@ class ChatServer:
             return
         data = encode_frame(room, body)  # encoded once, shared by every member
         self._stats.messages += 1
+        # Discussion: this loop body runs once per delivery, the hottest line of the server
+        # (a profile of the fanout benchmark put most of the server's Python time here).
+        # So the common case, a member with room in its buffer, is written out inline:
+        # append, mark dirty. Anything else (near the limit) takes _queue()'s full path.
         # Iterate over a copy: a member over its output limit is disconnected right here,
         # which removes it from this very room.
+        limit = self.limits.max_output_buffer - len(data)
+        dirty = self._dirty
+        queued = 0
         for member in tuple(members):
-            if member is not exclude:
+            if member is exclude or member.closing:
+                continue
+            if len(member.out) > limit:
                 self._queue(member, data)
+                continue
+            member.out += data
+            queued += 1
+            if not member.writing:
+                dirty[member] = None  # a dict: marking twice is harmless
+        self._stats.deliveries += queued
+        if dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_dirty)
 
     def _send(self, conn: Connection, room: int, body: str) -> None:
         self._queue(conn, encode_frame(room, body))
