@@ -33,7 +33,7 @@ import time
 from . import protocol
 from .backends import BACKENDS, available_backends
 from .errors import ChatlabError
-from .framing import CLOSED, NEED_DATA, Frame, FrameDecoder, Skipped, Truncated, encode_frame
+from .framing import Frame, FrameDecoder, FrameTooLarge, Skipped, Truncated, encode_frame
 from .lineedit import EOF, LineEditor
 from .loop import EventLoop
 
@@ -127,16 +127,16 @@ class ChatClient:
             self.finish(1, f"connection to {self.peer} lost: {exc.strerror or exc}")
             return
         self.decoder.receive_data(data)
-        while True:
-            event = self.decoder.next_event()
-            if event is NEED_DATA or event is CLOSED:
-                break
+        for event in self.decoder.events():
             if isinstance(event, Frame):
                 self.show_incoming(event.room, event.text)
             elif isinstance(event, (Skipped, Truncated)):
                 # Plain text: the original chat room's server does not frame what it sends.
                 for line in protocol.split_classic(event.data.decode("utf-8", "replace")):
                     self.show(self.stamp() + line)
+            elif isinstance(event, FrameTooLarge):
+                self.finish(1, f"the server at {self.peer} sent a frame over {event.limit} bytes")
+                return
         if not data:
             if self.quitting:
                 self.finish(0)

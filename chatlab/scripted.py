@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from . import protocol
-from .framing import CLOSED, NEED_DATA, Frame, FrameDecoder, Skipped, Truncated, encode_frame
+from .framing import Frame, FrameDecoder, Skipped, Truncated, encode_frame
 
 __all__ = ["ExpectTimeout", "Received", "ScriptedClient"]
 
@@ -208,10 +208,7 @@ class ScriptedClient:
         finally:
             self.sock.settimeout(self.timeout)
         self._decoder.receive_data(data)
-        while True:
-            event = self._decoder.next_event()
-            if event is NEED_DATA or event is CLOSED:
-                break
+        for event in self._decoder.events():
             if isinstance(event, Frame):
                 kind, sender, text = protocol.parse_incoming(event.text)
                 self.transcript.append(Received(event.room, kind, sender, text, event.text))
