@@ -21,6 +21,11 @@ Design notes:
 5. No module state: a server is an object, port 0 picks a free port, and several servers
    run in one process (the notebooks and tests rely on it). ``serve()`` runs one on a
    background thread.
+6. Beyond one process (``bus="redis://..."``, chatlab/bus.py): every broadcast is also
+   published to Redis, and the others' broadcasts are delivered to our members by the same
+   code as ours (``_deliver``). Members are served first and directly, so a server without
+   its bus still serves its own members. /who, /rooms and /servers add the other servers'
+   members, read from Redis by a callback: the handler never waits.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import protocol
 from .backends import BACKENDS, available_backends
@@ -50,6 +56,9 @@ from .framing import (
     encode_frame,
 )
 from .loop import EventLoop
+
+if TYPE_CHECKING:
+    from .bus import BusConfig
 
 __all__ = ["ChatServer", "Limits", "ServerStats", "main", "serve"]
 
@@ -189,6 +198,7 @@ class ChatServer:
         loop: EventLoop | None = None,
         backlog: int = 1024,
         reuse_port: bool = False,
+        bus: str | BusConfig | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self._own_loop = loop is None
@@ -219,6 +229,15 @@ class ChatServer:
         # backlog where it keeps the listener readable and the loop spinning.
         self._spare_fd = _open_spare_fd()
         self.loop.add_reader(self._listener, self._on_accept)
+        self.name = f"{self.address[0]}:{self.address[1]}"
+        self.bus = None
+        self._bus_degraded = False  # clients were told the network is degraded
+        if bus is not None:
+            try:
+                self._start_bus(bus)
+            except BaseException:
+                self._close_everything()
+                raise
         logger.info(
             "listening on %s:%s (backend %s)", self.address[0], self.address[1], self.backend
         )
@@ -262,6 +281,11 @@ class ChatServer:
         self._shutting_down = True
         logger.info("shutting down: %s", reason)
         self.loop.remove_reader(self._listener)
+        if self.bus is not None:
+            # Our members are all leaving; the other servers' members of their rooms are not.
+            for conn in list(self._conns.values()):
+                for r in conn.rooms:
+                    self.bus.publish(r, protocol.notice(f"{conn.name} left room {r} ({reason})."))
         for conn in list(self._conns.values()):
             self._disconnect(conn, reason, announce=False, goodbye="notice")
         self._check_drained()
@@ -430,17 +454,29 @@ class ChatServer:
             return False
         members = self._rooms.setdefault(room, {})
         others = [m.name for m in members]
-        self._broadcast(room, protocol.notice(f"{conn.name} entered room {room}."))
         members[conn] = None
         conn.rooms[room] = None
-        here = ", ".join(others[:20]) + (
-            f" and {len(others) - 20} more" if len(others) > 20 else ""
-        )
-        self._send(
-            conn,
-            room,
-            protocol.notice(f"you entered room {room}; here: {here or 'nobody else yet'}"),
-        )
+        # With a bus, the membership is written to Redis before the notice is published
+        # (one connection: Redis applies them in this order), so whoever sees the notice
+        # and asks /who finds the newcomer there.
+        self._member_changed(conn)
+        self._broadcast(room, protocol.notice(f"{conn.name} entered room {room}."), exclude=conn)
+
+        def reply(network):
+            names = others + _remote_members(network, room)
+            here = ", ".join(names[:20]) + (
+                f" and {len(names) - 20} more" if len(names) > 20 else ""
+            )
+            self._send(
+                conn,
+                room,
+                protocol.notice(
+                    f"you entered room {room}; here: {here or 'nobody else yet'}"
+                    + self._degraded_suffix(network)
+                ),
+            )
+
+        self._with_network(reply)
         logger.info("%s joined room %d", conn.name, room)
         return True
 
@@ -450,11 +486,11 @@ class ChatServer:
             return
         del members[conn]
         del conn.rooms[room]
-        if members:
-            suffix = f" ({why})" if why else ""
-            self._broadcast(room, protocol.notice(f"{conn.name} left room {room}{suffix}."))
-        else:
+        self._member_changed(conn)
+        if not members:
             del self._rooms[room]
+        suffix = f" ({why})" if why else ""
+        self._broadcast(room, protocol.notice(f"{conn.name} left room {room}{suffix}."))
         logger.info("%s left room %d%s", conn.name, room, f" ({why})" if why else "")
 
     # -- commands ---------------------------------------------------------------------
@@ -490,6 +526,9 @@ class ChatServer:
             del self._nicks[conn.nick.lower()]
         conn.nick = arg
         self._nicks[arg.lower()] = conn
+        if conn.rooms:
+            self._member_changed(conn, name=old)  # gone under the old name...
+            self._member_changed(conn)  # ...and here under the new one
         self._send(conn, room, protocol.notice(f"you are now known as {arg}."))
         for r in list(conn.rooms):
             self._broadcast(r, protocol.notice(f"{old} is now known as {arg}."), exclude=conn)
@@ -516,20 +555,56 @@ class ChatServer:
         target = self._room_arg(conn, room, arg)
         if target is None:
             return
-        names = [m.name for m in self._rooms.get(target, ())]
-        count = f"{len(names)} member{'s' if len(names) != 1 else ''}"
-        listing = ", ".join(names) or "nobody"
-        self._send(conn, room, protocol.notice(f"room {target}: {listing} ({count})"))
+        local = [m.name for m in self._rooms.get(target, ())]
+
+        def reply(network):
+            names = local + _remote_members(network, target)
+            count = f"{len(names)} member{'s' if len(names) != 1 else ''}"
+            servers = bool(local) + sum(
+                any(target in rooms for rooms in members.values()) for _, members in network or ()
+            )
+            if servers > 1:
+                count += f" on {servers} server{'s' if servers != 1 else ''}"
+            listing = ", ".join(names) or "nobody"
+            text = f"room {target}: {listing} ({count}){self._degraded_suffix(network)}"
+            self._send(conn, room, protocol.notice(text))
+
+        self._with_network(reply)
 
     def _cmd_rooms(self, conn: Connection, room: int, arg: str) -> None:
-        if not self._rooms:
-            self._send(conn, room, protocol.notice("no rooms yet"))
-            return
-        listing = ", ".join(
-            f"{r} ({len(m)}{', you' if r in conn.rooms else ''})"
-            for r, m in sorted(self._rooms.items())
-        )
-        self._send(conn, room, protocol.notice(f"rooms (members): {listing}"))
+        local = {r: len(m) for r, m in self._rooms.items()}
+        mine = set(conn.rooms)
+
+        def reply(network):
+            counts = dict(local)
+            for _, members in network or ():
+                for rooms in members.values():
+                    for r in rooms:
+                        counts[r] = counts.get(r, 0) + 1
+            if not counts:
+                text = "no rooms yet"
+            else:
+                text = "rooms (members): " + ", ".join(
+                    f"{r} ({n}{', you' if r in mine else ''})" for r, n in sorted(counts.items())
+                )
+            self._send(conn, room, protocol.notice(text + self._degraded_suffix(network)))
+
+        self._with_network(reply)
+
+    def _cmd_servers(self, conn: Connection, room: int, arg: str) -> None:
+        here = len(self._membership())
+
+        def reply(network):
+            entries = [f"{self.name} (this one, {_members(here)})"]
+            entries += [f"{name} ({_members(len(members))})" for name, members in network or ()]
+            count = f"{len(entries)} server{'s' if len(entries) != 1 else ''}"
+            if self.bus is None:
+                text = f"{count}: {entries[0]}; no bus: rooms end at this server"
+            else:
+                text = f"{count}: {', '.join(entries)}{self._degraded_suffix(network)}"
+            self._send(conn, room, protocol.notice(text))
+
+        self._with_network(reply)
 
     def _cmd_me(self, conn: Connection, room: int, arg: str) -> None:
         if not arg:
@@ -545,10 +620,69 @@ class ChatServer:
     def _cmd_help(self, conn: Connection, room: int, arg: str) -> None:
         self._send(conn, room, protocol.notice(protocol.HELP_TEXT))
 
+    # -- the bus (design note 6) --------------------------------------------------------
+
+    def _start_bus(self, bus: str | BusConfig) -> None:
+        from .bus import BusConfig, RedisBus  # only now: hiredis is an optional extra
+
+        config = BusConfig(bus) if isinstance(bus, str) else bus
+        self.name = config.name or self.name
+        self.bus = RedisBus(
+            config,
+            self.loop,
+            name=self.name,
+            on_message=self._deliver,
+            on_status=self._on_bus_status,
+            members=self._membership,
+        )
+
+    def _membership(self) -> dict[str, list[int]]:
+        """member name -> rooms, for everyone here in a room (what the bus registers)."""
+        return {c.name: list(c.rooms) for c in self._conns.values() if c.rooms and not c.closed}
+
+    def _member_changed(self, conn: Connection, name: str | None = None) -> None:
+        if self.bus is not None:
+            self.bus.member_changed(name or conn.name, list(conn.rooms) if not name else None)
+
+    def _with_network(self, then) -> None:
+        """then(others): the other servers' members, [] without a bus, None if it is down.
+
+        With a bus this is a round trip to Redis: then() runs later, from a reply."""
+        if self.bus is None:
+            then([])
+        else:
+            self.bus.network(then)
+
+    def _degraded_suffix(self, network) -> str:
+        if self.bus is not None and network is None:
+            return " (network degraded: other servers not shown)"
+        return ""
+
+    def _on_bus_status(self, up: bool, reason: str) -> None:
+        if up and not self._bus_degraded:
+            return  # the first connection: nobody was told anything else
+        self._bus_degraded = not up
+        if up:
+            text = "network restored: rooms reach every server again"
+        else:
+            text = (
+                f"network degraded ({reason}): until it is back, rooms reach the members "
+                "on this server only"
+            )
+        frame = encode_frame(protocol.SERVER_ROOM, protocol.notice(text))
+        for conn in list(self._conns.values()):
+            self._queue(conn, frame)
+
     # -- writing ----------------------------------------------------------------------
 
     def _broadcast(self, room: int, body: str, exclude: Connection | None = None) -> None:
-        """Queue one encoded frame for every member of room except ``exclude``."""
+        """Send body to every member of room except ``exclude``, on every server."""
+        if self.bus is not None:
+            self.bus.publish(room, body)  # design note 6; a no-op, counted, while it is down
+        self._deliver(room, body, exclude)
+
+    def _deliver(self, room: int, body: str, exclude: Connection | None = None) -> None:
+        """Queue one encoded frame for every member of room here, except ``exclude``."""
         members = self._rooms.get(room)
         if not members:
             return
@@ -741,7 +875,8 @@ class ChatServer:
             members.pop(conn, None)
             if not members:
                 del self._rooms[room]
-        conn.rooms.pop(room, None)
+        if conn.rooms.pop(room, 0) is None:
+            self._member_changed(conn)
 
     def _close(self, conn: Connection) -> None:
         if conn.closed:
@@ -772,6 +907,8 @@ class ChatServer:
         self._conns.clear()
         self._rooms.clear()
         self._nicks.clear()
+        if self.bus is not None and not self.loop.is_closed():
+            self.bus.close()
         if self._listener.fileno() >= 0 and not self.loop.is_closed():
             self.loop.remove_reader(self._listener)
         self._listener.close()
@@ -787,6 +924,17 @@ def _open_spare_fd() -> int | None:
         return os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
+
+
+def _remote_members(network, room: int) -> list[str]:
+    """The names in room on the other servers, from RedisBus.network()'s answer."""
+    return [
+        name for _, members in network or () for name, rooms in members.items() if room in rooms
+    ]
+
+
+def _members(n: int) -> str:
+    return f"{n} member{'s' if n != 1 else ''}"
 
 
 def _describe(exc: OSError) -> str:
@@ -836,6 +984,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    net = parser.add_argument_group("several servers (needs chatlab[redis])")
+    net.add_argument(
+        "--bus",
+        metavar="URL",
+        help="share rooms with other servers through Redis: redis://127.0.0.1:6379/0",
+    )
+    net.add_argument("--bus-name", metavar="NAME", help="this server in /servers (host:port)")
+    net.add_argument(
+        "--bus-namespace", default="chatlab", metavar="NS", help="prefix of keys and channels"
+    )
+    net.add_argument(
+        "--bus-ttl",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a server that stops its heartbeat is gone from /who after S seconds (5)",
+    )
+    net.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N server processes on one port (SO_REUSEPORT), joined by --bus",
+    )
+    net.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    net.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     limits = parser.add_argument_group("limits")
     for name, default in vars(Limits()).items():
         limits.add_argument(
@@ -848,12 +1022,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1:
+        if not args.bus:
+            parser.error("--workers N needs --bus URL: the workers share rooms through it")
+        return _run_workers(args, sys.argv[1:] if argv is None else argv)
+    bus = None
+    if args.bus:
+        from .bus import DEFAULT_TTL, BusConfig
+
+        bus = BusConfig(args.bus, args.bus_name, args.bus_namespace, args.bus_ttl or DEFAULT_TTL)
     try:
         server = ChatServer(
             args.host,
             args.port,
             args.backend,
             limits=Limits(**{name: getattr(args, name) for name in vars(Limits())}),
+            reuse_port=args.reuse_port,
+            bus=bus,
         )
     except (ChatlabError, ValueError) as exc:
         print(f"chatlab.server: {exc}", file=sys.stderr)
@@ -876,13 +1063,91 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     host, port = server.address
+    via = f", bus {args.bus} as {server.name}" if bus else ""
     print(
-        f"chatlab server on {host}:{port} (backend {server.backend}); Ctrl-C stops it",
+        f"chatlab server on {host}:{port} (backend {server.backend}{via}); Ctrl-C stops it",
         file=sys.stderr,
         flush=True,
     )
+    if args.ready_fd is not None:  # a worker tells its parent it is listening
+        os.write(args.ready_fd, b"1")
+        os.close(args.ready_fd)
     server.serve_forever()
     return 0
+
+
+def _run_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """--workers N: N server processes on one port, sharing rooms through the bus.
+
+    Discussion: with SO_REUSEPORT, several sockets listen on one port and the kernel spreads
+    new connections over them (by a hash of the client's address and port). Each worker is
+    an ordinary single-threaded server, so N workers use N cores; the bus makes them one
+    chat network. Here we reserve the port (bound, never listening, so it gets no clients),
+    start the workers with --reuse-port, and wait for them; Ctrl-C reaches the whole
+    process group, and SIGTERM is passed on.
+    """
+    import subprocess
+
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    reserve = socket.socket(family)
+    reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        reserve.bind((args.host, args.port))
+    except OSError as exc:
+        print(
+            f"chatlab.server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    port = reserve.getsockname()[1]
+    base = _without_options(argv, {"--workers", "--port", "--bus-name"})
+    name = args.bus_name or f"{args.host}:{port}"
+    workers = []
+    read_fd, write_fd = os.pipe()
+    for i in range(1, args.workers + 1):
+        cmd = [sys.executable, "-m", "chatlab.server", *base, "--port", str(port)]
+        cmd += ["--reuse-port", "--bus-name", f"{name}/{i}", "--ready-fd", str(write_fd)]
+        workers.append(subprocess.Popen(cmd, pass_fds=(write_fd,)))
+    os.close(write_fd)
+    ready = 0
+    with os.fdopen(read_fd, "rb") as pipe:
+        while ready < args.workers and pipe.read(1):
+            ready += 1
+    if ready < args.workers:
+        print(f"chatlab.server: {args.workers - ready} worker(s) failed to start", file=sys.stderr)
+        for proc in workers:
+            proc.terminate()
+        return 1
+
+    def on_signal(signum, frame):
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(
+        f"chatlab: {args.workers} workers on {args.host}:{port} (bus {args.bus}); "
+        "Ctrl-C stops them",
+        file=sys.stderr,
+        flush=True,
+    )
+    codes = [proc.wait() for proc in workers]
+    reserve.close()
+    return max(codes, key=abs)
+
+
+def _without_options(argv: list[str], names: set[str]) -> list[str]:
+    """argv without the named options and their values (``--port 0`` and ``--port=0``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif arg.split("=", 1)[0] not in names:
+            out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""A throwaway redis-server on a free loopback port, for the notebooks, tests and benchmarks.
+
+``with RedisServer() as redis: ... redis.url ...``. It runs the ``redis-server`` program
+(Debian's package: ``apt-get install redis-server``) with nothing saved to disk, listening
+on 127.0.0.1 only. ``kill()`` and ``start()`` again (same port) play a crash and a restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+from .errors import ChatlabError
+
+__all__ = ["RedisServer", "RedisServerError", "redis_server_path"]
+
+
+class RedisServerError(ChatlabError, RuntimeError):
+    """redis-server is not installed, or did not start."""
+
+
+def redis_server_path() -> str | None:
+    return shutil.which("redis-server")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """One redis-server process: ``start()``, ``url``, ``kill()``, ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start it (on the same port as before, after a kill), and wait until it answers."""
+        program = redis_server_path()
+        if program is None:
+            raise RedisServerError(
+                "redis-server not found: install it (Debian: apt-get install redis-server)"
+            )
+        for _attempt in range(5):  # a free port can be taken before redis binds it: retry
+            port = self.port or _free_port(self.host)
+            self.proc = subprocess.Popen(
+                [program, "--bind", self.host, "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            if self._wait_until_up(port, timeout):
+                self.port = port
+                return self
+            self.proc.kill()
+            self.proc.wait()
+            if self.port is not None:
+                break  # a fixed port (a restart): retrying would not help
+        raise RedisServerError(f"redis-server did not start on {self.host}:{self.port or port}")
+
+    def _wait_until_up(self, port: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection((self.host, port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: Redis vanishes at once, as in a crash; its connections are reset."""
+        if self.running:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.running:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+
+    def __enter__(self) -> RedisServer:
+        return self.start() if not self.running else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<RedisServer {self.host}:{self.port} {state}>"
