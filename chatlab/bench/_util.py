@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
 import re
+import select
 import signal
 import statistics
 import subprocess
@@ -57,8 +59,21 @@ SERVERS = {
         "--duplicate-every",
         "89",
     ],
+    # chatlab with a Redis bus (chatlab/bus.py), each with its own throwaway redis-server:
+    # one process on the bus, and two worker processes on one port (SO_REUSEPORT) joined by it
+    "chatlab-bus": ["-m", "chatlab.server", "--port", "0", "--log-level", "warning"],
+    "workers2": ["-m", "chatlab.server", "--port", "0", "--log-level", "warning", "--workers", "2"],
 }
+#: the kinds that are chatlab's own server (they take --backend), and those that need Redis
+CHATLAB_KINDS = {"chatlab", "chatlab-bus", "workers2"}
+BUS_KINDS = {"chatlab-bus", "workers2"}
 _LISTENING = re.compile(r" on ([\d.]+):(\d+)")
+# With --workers, each worker prints its own "chatlab server on" line first (same port); the
+# parent's line comes once every worker listens and is on the bus: that one means ready.
+_WORKERS_LISTENING = re.compile(r"^chatlab: \d+ workers on ([\d.]+):(\d+)")
+# A server whose bus did not come up in time says so on its line, and serves anyway; a
+# benchmark of the bus must not measure it.
+_BUS_DOWN = re.compile(r"bus \S+ as \S+, down \((.*)\), retrying")
 
 
 def uvloop_available() -> bool:
@@ -70,66 +85,154 @@ def uvloop_available() -> bool:
 
 
 class ServerProcess:
-    """A server under test as a real process: its address, and its own CPU accounting."""
+    """A server under test as a real process: its address, and its own CPU accounting.
+
+    For the bus kinds, a redis-server is started first (one per server under test, stopped
+    with it), and its CPU is accounted separately: ``redis_cpu_seconds()``. For "workers2",
+    ``cpu_seconds()`` is the sum over the supervisor and its worker processes.
+    """
 
     def __init__(self, kind: str, backend: str | None = None) -> None:
         self.kind, self.backend = kind, backend
+        self.redis = None
+        self.proc = None
+        self.pids: list[int] = []  # the chatlab server processes whose CPU is counted
+        self.last_lines: collections.deque = collections.deque(maxlen=20)
         cmd = [sys.executable, *SERVERS[kind]]
-        if kind == "chatlab":
+        if kind in CHATLAB_KINDS:
             cmd += ["--backend", backend or "epoll", "--max-connections", "100000"]
         self.label = f"chatlab/{backend}" if kind == "chatlab" else kind
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        line = b""
-        deadline = time.monotonic() + 15
+        try:
+            if kind in BUS_KINDS:
+                from ..redis_server import RedisServer
+
+                self.redis = RedisServer().start()
+                cmd += ["--bus", self.redis.url]
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            ready = _WORKERS_LISTENING if kind == "workers2" else _LISTENING
+            self.address = self._wait_for(ready, deadline=time.monotonic() + 30)
+            self.pids = [self.proc.pid]
+            if kind == "workers2":  # the supervisor idles; its workers serve
+                self.pids += _children(self.proc.pid)
+            if kind == "workers2" and len(self.pids) != 3:
+                raise RuntimeError(f"workers2: expected 2 worker processes, found {self.pids[1:]}")
+        except BaseException:
+            self.stop()
+            raise
+        # Keep reading its stderr: a server that logs a lot (asyncio warns on every write to
+        # a closed socket) would otherwise fill the pipe and block in write().
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def _wait_for(self, ready: re.Pattern, deadline: float) -> tuple[str, int]:
+        """Read stderr lines until one matches ``ready``; bounded by ``deadline``.
+
+        Raw reads with select(), not readline(): a server that hangs silently must not hang
+        the benchmark. What is read past the ready line is kept in ``last_lines``.
+        """
+        fd, pending = self.proc.stderr.fileno(), b""
         while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            match = _LISTENING.search(line.decode(errors="replace"))
-            if match:
-                self.address = (match.group(1), int(match.group(2)))
-                # Keep reading its stderr: a server that logs a lot (asyncio warns on every
-                # write to a closed socket) would otherwise fill the pipe and block in write().
-                self.last_lines: collections.deque = collections.deque(maxlen=20)
-                threading.Thread(target=self._drain_stderr, daemon=True).start()
-                return
-            if not line and self.proc.poll() is not None:
+            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(fd, 65536) if readable else b""
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for i, raw in enumerate(lines):
+                line = raw.decode(errors="replace")
+                self.last_lines.append(raw + b"\n")
+                down = _BUS_DOWN.search(line)
+                if down:
+                    raise RuntimeError(f"{self.label}: its bus did not come up: {down.group(1)}")
+                match = ready.search(line)
+                if match:
+                    self.last_lines.extend(r + b"\n" for r in lines[i + 1 :])
+                    if pending:
+                        self.last_lines.append(pending)
+                    return match.group(1), int(match.group(2))
+            if not chunk and self.proc.poll() is not None:
                 break
-        self.stop()
-        raise RuntimeError(f"{self.label} did not start: {line.decode(errors='replace')}")
+        said = b"".join(self.last_lines).decode(errors="replace").strip()
+        raise RuntimeError(f"{self.label} did not start: {said or '(it said nothing)'}")
 
     def _drain_stderr(self) -> None:
         for line in self.proc.stderr:
             self.last_lines.append(line)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used (Linux: /proc/PID/stat)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the server's processes have used (Linux: /proc/PID/stat)."""
+        return sum(_cpu_of(pid) for pid in self.pids)
+
+    def redis_cpu_seconds(self) -> float:
+        """The same for its redis-server (every thread of it); 0 for a server without one."""
+        return _cpu_of(self.redis.proc.pid) if self.redis is not None else 0.0
 
     def rss_bytes(self) -> int:
-        """Resident memory of the server process now (Linux: /proc/PID/status)."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        """Resident memory of the server's processes now (Linux: /proc/PID/status)."""
+        total = 0
+        for pid in self.pids:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        """SIGTERM (a supervisor passes it on to its workers), SIGKILL after 10 s; then Redis."""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for pid in self.pids[1:]:  # workers a killed supervisor could not stop
+            if _cpu_of(pid, missing=None) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.redis is not None:
+            self.redis.stop()
 
     def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _cpu_of(pid: int, missing: float | None = 0.0) -> float | None:
+    """User + system CPU seconds of one process (all its threads); ``missing`` if it is gone.
+
+    Waited-for children are not included (those are fields 16-17): a supervisor's workers
+    are counted one by one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return missing
+    if fields[0] == "Z":  # exited, not yet reaped: not ours to count any more
+        return missing
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid``: /proc/PID/task/PID/children where the kernel has it
+    (CONFIG_PROC_CHILDREN), else a scan of every /proc/N/stat for its parent pid."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        pass
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                children.append(int(entry))
+    return sorted(children)
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -153,7 +256,8 @@ def run_load(server: ServerProcess, target, args_list: list[tuple], duration: fl
     puts one value on ``ready``, waits for ``go``, does its work, and puts one dict on
     ``results``. The server's CPU time is read between ``go`` and the last result, so set-up
     is not counted. Returns (ready values, results, server CPU seconds, server RSS bytes at
-    the start). "spawn" processes: safe from a notebook kernel, which has threads.
+    the start, its Redis's CPU seconds: 0 without one). "spawn" processes: safe from a
+    notebook kernel, which has threads.
     """
     ctx = multiprocessing.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -166,13 +270,14 @@ def run_load(server: ServerProcess, target, args_list: list[tuple], duration: fl
     try:
         states = [ready.get(timeout=120) for _ in procs]
         rss = server.rss_bytes()
-        cpu0 = server.cpu_seconds()
+        cpu0, redis0 = server.cpu_seconds(), server.redis_cpu_seconds()
         go.set()
         parts = [results.get(timeout=duration + 60) for _ in procs]
         server_cpu = server.cpu_seconds() - cpu0
+        redis_cpu = server.redis_cpu_seconds() - redis0
     finally:
         for proc in procs:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
-    return states, parts, server_cpu, rss
+    return states, parts, server_cpu, rss, redis_cpu

@@ -158,7 +158,7 @@ def run_once(
     for share in (room_ids[i::workers] for i in range(workers)):
         args_list.append((server.address, share, first, k, window, size, duration, drain))
         first += len(share) * k
-    _, parts, server_cpu, _ = run_load(server, worker, args_list, duration + drain)
+    _, parts, server_cpu, _, redis_cpu = run_load(server, worker, args_list, duration + drain)
     wall = max(p["wall"] for p in parts)
     receipts = sum(p["receipts"] for p in parts)
     latencies = [x for p in parts for x in p["latencies"]]
@@ -174,6 +174,9 @@ def run_once(
         "out_of_order": sum(p["out_of_order"] for p in parts),
         "server_cpu_us_per_delivery": 1e6 * server_cpu / max(receipts, 1),
         "server_cpu_share": server_cpu / wall,
+        # the bus's Redis, for the servers that have one (0 for the others)
+        "redis_cpu_us_per_delivery": 1e6 * redis_cpu / max(receipts, 1),
+        "redis_cpu_share": redis_cpu / wall,
         "generator_cpu_share": gen_util,
         # A generator process that used >= 90% of a core was likely the one setting the pace.
         "generator_bound": gen_util >= 0.9,

@@ -97,7 +97,7 @@ def idle_worker(address, idle, duration, ready, go, results) -> None:
 
 
 def run_idle(server, idle: int, duration: float = 2.0) -> dict:
-    (state,), (part,), server_cpu, rss = run_load(
+    (state,), (part,), server_cpu, rss, _ = run_load(
         server, idle_worker, [(server.address, idle, duration)], duration
     )
     if part.get("refused") or isinstance(state, str):
@@ -161,7 +161,7 @@ def churn_worker(address, concurrency, duration, ready, go, results) -> None:
 
 
 def run_churn(server, concurrency: int = 8, duration: float = 2.0) -> dict:
-    _, (part,), server_cpu, _ = run_load(
+    _, (part,), server_cpu, _, _ = run_load(
         server, churn_worker, [(server.address, concurrency, duration)], duration
     )
     return {
