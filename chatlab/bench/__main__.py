@@ -1,4 +1,4 @@
-"""python -m chatlab.bench SCENARIO [options]: loop, fanout, idle, churn.
+"""python -m chatlab.bench SCENARIO [options]: loop, fanout, idle, churn, bus.
 
 Each prints a table; --out writes the results as JSON, --plot a PNG (needs matplotlib);
 --quick runs a small version in seconds (the notebook and the tests use it).
@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="scenario", required=True)
 
     def common(p, servers=DEFAULT_SERVERS, rounds=3, duration=3.0):
-        p.add_argument("--servers", default=servers, help="comma-separated (default: %(default)s)")
+        if servers is not None:
+            p.add_argument(
+                "--servers", default=servers, help="comma-separated (default: %(default)s)"
+            )
         p.add_argument("--rounds", type=int, default=rounds)
         p.add_argument("--duration", type=float, default=duration, help="seconds per measurement")
         p.add_argument("--quick", action="store_true", help="a small run, in seconds")
@@ -55,12 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     common(cp, servers=f"chatlab/{available_backends()[0]},asyncio", duration=3.0)
     cp.add_argument("--concurrency", type=int, default=8)
 
+    bp = sub.add_parser(
+        "bus", help="fanout on 1 process, 1 process + Redis bus, 2 workers + bus (needs Redis)"
+    )
+    common(bp, servers=None)
+    bp.add_argument("--rooms", type=int, default=10)
+    bp.add_argument("--clients", type=int, default=10, help="per room")
+    bp.add_argument("--window", type=int, default=4)
+    bp.add_argument("--size", type=int, default=1024, help="bytes per frame sent")
+
     args = parser.parse_args(argv)
     if args.scenario == "loop":
         return loop_bench.main(args)
     if args.quick:
         args.rounds, args.duration = 1, 1.0
-        if args.scenario == "fanout":
+        if args.scenario in ("fanout", "bus"):
             args.rooms, args.clients = 4, 5
         if args.scenario == "idle":
             args.sizes = "0,100,1000"
@@ -68,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         "fanout": (scenarios.run_fanout, scenarios.format_fanout, "plot_fanout"),
         "idle": (scenarios.run_idle, scenarios.format_idle, "plot_idle"),
         "churn": (scenarios.run_churn, scenarios.format_churn, "plot_churn"),
+        "bus": (scenarios.run_bus, scenarios.format_bus, "plot_bus"),
     }[args.scenario]
-    report = run(**vars(args))
+    try:
+        report = run(**vars(args))
+    except RuntimeError as exc:  # a server that did not start, Redis missing: say so, briefly
+        print(f"chatlab.bench {args.scenario}: {exc}", file=sys.stderr)
+        return 1
     print(fmt(report))
     scenarios.save(report, args.out)
     if args.plot:

@@ -68,6 +68,46 @@ def plot_fanout(report: dict):
     return fig
 
 
+#: what each server of the bus scenario is, under its name on the x axis
+_BUS_LABELS = {
+    "chatlab/epoll": "1 process",
+    "chatlab-bus": "1 process\n+ Redis bus",
+    "workers2": "2 workers\n+ Redis bus",
+}
+
+
+def plot_bus(report: dict):
+    """Deliveries/s per server; beside it, CPU µs per delivery, chatlab's stacked on Redis's."""
+    plt = _plt()
+    names = list(report["results"])
+    rows = [report["results"][n] for n in names]
+    ticks = [f"{n}\n{_BUS_LABELS[n]}" if n in _BUS_LABELS else n for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    bars = left.bar(ticks, [r["deliveries_per_s"] for r in rows], color="tab:blue")
+    left.bar_label(bars, labels=[f"{r['deliveries_per_s']:,.0f}" for r in rows], fontsize=8)
+    left.set_ylabel("deliveries / s (median)")
+    left.set_title(f"Throughput (generator, servers, Redis on {report['cores']} cores)")
+    chatlab = [r["server_cpu_us_per_delivery"] for r in rows]
+    redis = [r["redis_cpu_us_per_delivery"] if r["bus"] else 0.0 for r in rows]
+    right.bar(ticks, chatlab, color="tab:orange", label="chatlab process(es)")
+    bars = right.bar(ticks, redis, bottom=chatlab, color="tab:red", label="redis-server")
+    right.bar_label(
+        bars, labels=[f"{c + r:.2f}" for c, r in zip(chatlab, redis, strict=True)], fontsize=8
+    )
+    right.set_ylabel("server CPU µs per delivery (median)")
+    right.set_title("What a delivery costs, the bus included")
+    right.legend(loc="upper left", fontsize=8)
+    for ax in (left, right):
+        ax.margins(y=0.15)  # room for the labels above the bars
+    p = report["params"]
+    fig.suptitle(
+        f"bus: fanout, {p['rooms']} rooms × {p['k']} clients, window {p['window']},"
+        f" {p['size']} B frames"
+    )
+    fig.tight_layout()
+    return fig
+
+
 def plot_idle(report: dict):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -9,11 +9,12 @@ one run hold better than any absolute figure.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..backends import available_backends
 from . import fanout, pingpong
-from ._util import ServerProcess, median, raise_fd_limit, uvloop_available
+from ._util import BUS_KINDS, ServerProcess, median, raise_fd_limit, uvloop_available
 
 FANOUT_KEYS = [
     "deliveries_per_s",
@@ -42,8 +43,24 @@ def server_specs(names) -> list[tuple[str, str | None]]:
         if kind == "uvloop" and not uvloop_available():
             print("skipping uvloop: not installed (pip install 'chatlab[bench]')", file=sys.stderr)
             continue
+        if kind in BUS_KINDS and bus_missing():
+            print(f"skipping {name}: {bus_missing()}", file=sys.stderr)
+            continue
         specs.append((kind, backend or None))
     return specs
+
+
+def bus_missing() -> str | None:
+    """Why the bus kinds cannot run here (redis-server or hiredis missing), or None."""
+    from ..redis_server import redis_server_path
+
+    if redis_server_path() is None:
+        return "redis-server not found (Debian: apt-get install redis-server)"
+    try:
+        import hiredis  # noqa: F401
+    except ImportError:
+        return "hiredis not installed (pip install 'chatlab[redis]')"
+    return None
 
 
 def label(spec) -> str:
@@ -134,6 +151,90 @@ def format_fanout(report) -> str:
         "CPU us/deliv: the server process's own CPU time per delivery, the figure that holds on"
         " a noisy machine. generator-bound: the load generator used >= 90% of a core."
     )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- bus
+
+#: one process without a bus, one with it, two workers joined by it (chatlab/bus.py)
+BUS_SERVERS = ["chatlab/epoll", "chatlab-bus", "workers2"]
+BUS_KEYS = [
+    *FANOUT_KEYS,
+    "redis_cpu_us_per_delivery",
+    "total_cpu_us_per_delivery",
+    "server_cpu_share",
+    "redis_cpu_share",
+]
+
+
+def run_bus(rounds=3, duration=3.0, rooms=10, clients=10, window=4, size=1024, **_) -> dict:
+    """Fanout without the bus, with it, and with two workers on it; a report for format_bus.
+
+    The same load as run_fanout, one load-generator process. With two workers, the kernel
+    splits each room's members between them (SO_REUSEPORT hashes the client's address), so
+    most deliveries cross Redis. CPU is counted for the chatlab processes and for Redis
+    apart: what the bus costs per delivery is the difference with the first server.
+    """
+    missing = bus_missing()
+    if missing:
+        raise RuntimeError(f"the bus benchmark needs Redis: {missing}")
+    specs = server_specs(BUS_SERVERS)
+    kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration, workers=1)
+
+    def measure(server, _):
+        r = fanout.run_once(server, **kw)
+        r["total_cpu_us_per_delivery"] = (
+            r["server_cpu_us_per_delivery"] + r["redis_cpu_us_per_delivery"]
+        )
+        return r
+
+    raw = alternate(specs, measure, rounds)
+    table = {name: medians(by[None], BUS_KEYS) for name, by in raw.items()}
+    for (kind, _), (name, by) in zip(specs, raw.items(), strict=True):
+        row = table[name]
+        row["bus"] = kind in BUS_KINDS
+        row["processes"] = 2 if kind == "workers2" else 1
+        # exactly-once is a property of every round, not a median
+        row["lost"] = sum(r["lost"] for r in by[None])
+        row["duplicates"] = sum(r["duplicates"] for r in by[None])
+        row["out_of_order"] = sum(r["out_of_order"] for r in by[None])
+        row["generator_bound_rounds"] = sum(r["generator_bound"] for r in by[None])
+    base = table[label(specs[0])]
+    for row in table.values():
+        row["ratio_to_one_process"] = row["deliveries_per_s"] / base["deliveries_per_s"]
+    return {
+        "scenario": "bus",
+        "params": kw,
+        "rounds": rounds,
+        "cores": os.cpu_count(),
+        "results": table,
+    }
+
+
+def format_bus(report) -> str:
+    p = report["params"]
+    lines = [
+        f"bus: fanout, {p['rooms']} rooms x {p['k']} clients, window {p['window']}, "
+        f"{p['size']}-byte frames, {p['duration']} s x {report['rounds']} rounds (medians), "
+        f"{report['cores']} cores",
+        f"{'server':<14} {'deliv/s':>8} {'ratio':>5} {'msg/s':>7} {'p50 ms':>6} {'p99 ms':>6}"
+        f" {'lost':>4} {'dup':>3} {'chatlab':>7} {'Redis':>5} {'total':>5} {'gen CPU':>7}",
+    ]
+    for name, r in report["results"].items():
+        redis = f"{r['redis_cpu_us_per_delivery']:>5.2f}" if r["bus"] else f"{'-':>5}"
+        flag = " generator-bound" if r["generator_bound_rounds"] else ""
+        lines.append(
+            f"{name:<14} {r['deliveries_per_s']:>8.0f} {r['ratio_to_one_process']:>5.2f}"
+            f" {r['messages_per_s']:>7.0f} {r['p50_ms']:>6.1f} {r['p99_ms']:>6.1f}"
+            f" {r['lost']:>4} {r['duplicates']:>3} {r['server_cpu_us_per_delivery']:>7.2f}"
+            f" {redis} {r['total_cpu_us_per_delivery']:>5.2f} {r['generator_cpu_share']:>6.0%}"
+            f"{flag}"
+        )
+    lines += [
+        "chatlab, Redis, total: CPU us per delivery of the chatlab process(es) (both workers",
+        "for workers2), of redis-server, and of the two. ratio: deliveries/s over the first",
+        "server's. generator-bound: the load generator used >= 90% of a core.",
+    ]
     return "\n".join(lines)
 
 
