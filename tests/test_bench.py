@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from chatlab.bench import fanout, pingpong
-from chatlab.bench._util import ServerProcess
+from chatlab.bench import fanout, pingpong, scenarios
+from chatlab.bench._util import ServerProcess, _cpu_of
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the benchmarks read /proc (Linux)"
@@ -49,7 +51,21 @@ def test_churn_counts_connections():
     assert r["connections_per_s"] > 0 and not r["errors"]
 
 
-@pytest.mark.parametrize("scenario", ["loop", "fanout", "idle", "churn"])
+NO_BUS = shutil.which("redis-server") is None or not importlib.util.find_spec("hiredis")
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "loop",
+        "fanout",
+        "idle",
+        "churn",
+        pytest.param(
+            "bus", marks=pytest.mark.skipif(NO_BUS, reason="the bus needs redis-server and hiredis")
+        ),
+    ],
+)
 def test_cli_quick_runs_and_writes_json(scenario, tmp_path):
     out = tmp_path / f"{scenario}.json"
     args = [sys.executable, "-m", "chatlab.bench", scenario, "--quick", "--out", str(out)]
@@ -62,3 +78,40 @@ def test_cli_quick_runs_and_writes_json(scenario, tmp_path):
     report = json.loads(out.read_text())
     assert report["scenario"] == scenario
     assert "Traceback" not in done.stderr
+
+
+def test_bus_scenario_delivers_exactly_once_across_workers_and_counts_cpu():
+    # Two workers split each room's members (SO_REUSEPORT), so deliveries cross Redis: the
+    # generator's exactly-once check must hold there too, and the CPU of every process count.
+    pytest.importorskip("hiredis", reason="the bus needs hiredis: pip install 'chatlab[redis]'")
+    if shutil.which("redis-server") is None:
+        pytest.skip("the bus needs redis-server (Debian: apt-get install redis-server)")
+    report = scenarios.run_bus(rounds=1, duration=0.5, rooms=2, clients=4, window=2, size=200)
+    results = report["results"]
+    assert list(results) == ["chatlab/epoll", "chatlab-bus", "workers2"]
+    for name, r in results.items():
+        assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0, name
+        assert r["deliveries_per_s"] > 0, name
+        assert r["server_cpu_us_per_delivery"] > 0, name
+        assert r["total_cpu_us_per_delivery"] >= r["server_cpu_us_per_delivery"], name
+    for name in ("chatlab-bus", "workers2"):
+        assert results[name]["redis_cpu_us_per_delivery"] > 0, f"{name}: Redis CPU not counted"
+    assert results["chatlab/epoll"]["redis_cpu_us_per_delivery"] == 0
+
+
+def test_workers2_counts_the_cpu_of_both_workers():
+    pytest.importorskip("hiredis", reason="the bus needs hiredis: pip install 'chatlab[redis]'")
+    if shutil.which("redis-server") is None:
+        pytest.skip("the bus needs redis-server (Debian: apt-get install redis-server)")
+    with ServerProcess("workers2", "epoll") as server:
+        supervisor, *workers = server.pids
+        assert len(workers) == 2, "the supervisor's two children are the servers measured"
+        before = [_cpu_of(pid) for pid in workers]
+        # 16 clients: the chance that the kernel's hash puts them all on one worker is 2^-15
+        r = fanout.run_once(server, rooms=4, k=4, window=2, size=200, duration=0.5)
+        after = [_cpu_of(pid) for pid in workers]
+        redis = server.redis
+    assert r["lost"] == 0 and r["duplicates"] == 0
+    assert all(a > b for a, b in zip(after, before, strict=True)), "both workers served"
+    assert not redis.running, "stop() stops the bus's Redis too"
+    assert all(_cpu_of(pid, missing=None) is None for pid in server.pids), "no process left"
