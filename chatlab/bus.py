@@ -298,6 +298,7 @@ class RedisBus:
         self._ready = 0  # how many of the two connections have finished their set-up
         self.up = False
         self._closed = False
+        self._leaving = False
         self._backoff = BACKOFF_FIRST
         self._timer = None  # the next heartbeat or reconnect
         self._connect()
@@ -320,8 +321,8 @@ class RedisBus:
 
     def member_changed(self, name: str, rooms: list[int] | None) -> None:
         """A member joined or left a room (rooms: all of theirs now; None: they are gone)."""
-        if not self.up:
-            return  # written in full on reconnect
+        if not self.up or self._leaving:
+            return  # written in full on reconnect; or we are leaving and deleted it all
         if rooms:
             self._cmd.command(b"HSET", self._key("server"), name, " ".join(map(str, rooms)))
         else:
@@ -372,16 +373,24 @@ class RedisBus:
 
         self._cmd.command(b"SMEMBERS", self._servers_key, callback=on_ids)
 
+    def leave(self) -> None:
+        """Say goodbye: delete our keys now, so /who elsewhere stops listing our members.
+
+        The server calls this when it shuts down, before publishing its members' leave
+        notices: whoever sees a notice and asks /who then finds the member gone."""
+        if self.up and not self._leaving:
+            self._cmd.command(b"DEL", self._key("server"), self._key("alive"))
+            self._cmd.command(b"SREM", self._servers_key, self.id)
+        self._leaving = True
+
     def close(self) -> None:
-        """Leave the network: remove our keys (best effort), close both connections."""
+        """Leave the network (if not done yet) and close both connections."""
         if self._closed:
             return
+        self.leave()
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self.up:
-            self._cmd.command(b"DEL", self._key("server"), self._key("alive"))
-            self._cmd.command(b"SREM", self._servers_key, self.id)
         self.up = False
         for conn in (self._cmd, self._sub):
             if conn is not None:
@@ -442,7 +451,7 @@ class RedisBus:
 
     def _beat(self) -> None:
         """Heartbeat: say we are alive for another ttl, and keep our members from expiring."""
-        if not self.up:
+        if not self.up or self._leaving:
             return
         ttl_ms = int(self.config.ttl * 1000)
         self._cmd.command(b"SADD", self._servers_key, self.id)

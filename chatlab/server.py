@@ -39,6 +39,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -283,6 +284,7 @@ class ChatServer:
         self.loop.remove_reader(self._listener)
         if self.bus is not None:
             # Our members are all leaving; the other servers' members of their rooms are not.
+            self.bus.leave()
             for conn in list(self._conns.values()):
                 for r in conn.rooms:
                     self.bus.publish(r, protocol.notice(f"{conn.name} left room {r} ({reason})."))
@@ -1063,7 +1065,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     host, port = server.address
-    via = f", bus {args.bus} as {server.name}" if bus else ""
+    via = ""
+    if bus:
+        # Give the bus a moment to come up, so that "listening" also means "on the network"
+        # (scripts and the benchmarks wait for this line). If Redis is down, serve anyway.
+        deadline = time.monotonic() + 3.0
+        while not server.bus.up and time.monotonic() < deadline:
+            server.loop.run_once(0.05)
+        state = "" if server.bus.up else f", down ({server.bus.statistics().last_error}), retrying"
+        via = f", bus {args.bus} as {server.name}{state}"
     print(
         f"chatlab server on {host}:{port} (backend {server.backend}{via}); Ctrl-C stops it",
         file=sys.stderr,

@@ -26,7 +26,8 @@ from chatlab import ExpectTimeout, Limits, ScriptedClient
 from chatlab.backends import BACKENDS, available_backends
 
 REPO = Path(__file__).resolve().parents[1]
-BANNER = re.compile(r"chatlab server on (\S+):(\d+) \(backend (\w+)\); Ctrl-C stops it")
+# With --bus, "(backend epoll, bus redis://... as NAME)"; tests/test_bus.py runs those.
+BANNER = re.compile(r"chatlab server on (\S+):(\d+) \(backend (\w+)(?:, [^)]*)?\); Ctrl-C stops it")
 STARTUP_TIMEOUT = 10.0
 EXIT_TIMEOUT = 10.0
 
@@ -132,6 +133,8 @@ class ServerProcess:
         self.proc.wait()
         self._reader.join(5)
         self.proc.stderr.close()
+
+    close = kill  # contextlib.closing(ServerProcess(...))
 
 
 @pytest.fixture
