@@ -6,6 +6,7 @@ import collections
 import contextlib
 import multiprocessing
 import os
+import queue as queue_module
 import re
 import select
 import signal
@@ -249,6 +250,24 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _get_each(queue, procs, timeout: float) -> list:
+    """One value from ``queue`` per process; a process that died without one fails at once
+    (its traceback is on stderr) rather than after the whole timeout."""
+    values, deadline = [], time.monotonic() + timeout
+    while len(values) < len(procs):
+        try:
+            values.append(queue.get(timeout=0.2))
+            continue
+        except queue_module.Empty:
+            pass
+        failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if failed:
+            raise RuntimeError(f"a load-generator process failed (exit code {failed[0]})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the load generator gave no result within {timeout:.0f} s")
+    return values
+
+
 def run_load(server: ServerProcess, target, args_list: list[tuple], duration: float):
     """Run load-generator processes against a server and measure the server meanwhile.
 
@@ -268,11 +287,11 @@ def run_load(server: ServerProcess, target, args_list: list[tuple], duration: fl
     for proc in procs:
         proc.start()
     try:
-        states = [ready.get(timeout=120) for _ in procs]
+        states = _get_each(ready, procs, timeout=120)
         rss = server.rss_bytes()
         cpu0, redis0 = server.cpu_seconds(), server.redis_cpu_seconds()
         go.set()
-        parts = [results.get(timeout=duration + 60) for _ in procs]
+        parts = _get_each(results, procs, timeout=duration + 60)
         server_cpu = server.cpu_seconds() - cpu0
         redis_cpu = server.redis_cpu_seconds() - redis0
     finally:
