@@ -299,6 +299,7 @@ class RedisBus:
         self.up = False
         self._closed = False
         self._leaving = False
+        self._answered = [0.0, 0.0]  # loop.time() of the last reply on each connection
         self._backoff = BACKOFF_FIRST
         self._timer = None  # the next heartbeat or reconnect
         self._connect()
@@ -420,6 +421,13 @@ class RedisBus:
         self._cmd.command(b"SELECT", db, callback=self._on_cmd_ready)
         # The subscribed connection's replies all go to _on_push, the ack included.
         self._sub.command(b"PSUBSCRIBE", self._channel_prefix + b"*")
+        # A Redis that is stopped, or cut off without a reset, still lets the kernel accept
+        # our connection, and then never answers: give the set-up a deadline.
+        self._timer = self.loop.call_later(self.config.ttl, self._no_answer)
+
+    def _no_answer(self) -> None:
+        self._timer = None
+        self._lost(f"Redis did not answer within {self.config.ttl:g} s")
 
     def _check_reply(self, reply) -> None:
         if isinstance(reply, Exception) and self._cmd is not None:
@@ -441,6 +449,8 @@ class RedisBus:
         self._backoff = BACKOFF_FIRST
         self._stats.connects += 1
         self._stats.last_error = None
+        self._timer.cancel()  # the set-up deadline
+        self._answered = [self.loop.time()] * 2  # last reply on the command, sub connections
         self._cmd.command(b"DEL", self._key("server"))
         members = self._members()
         for name, rooms in members.items():
@@ -453,6 +463,17 @@ class RedisBus:
         """Heartbeat: say we are alive for another ttl, and keep our members from expiring."""
         if not self.up or self._leaving:
             return
+        # Discussion: a dead Redis resets our connections and we notice at once; a hung one
+        # (stopped, or behind a partition that drops packets) just goes quiet, and TCP can
+        # wait many minutes before it gives up. So every beat also PINGs both connections,
+        # and a connection with no reply for a whole ttl is treated as lost. Replies come in
+        # order, so a PONG also means every reply before it has arrived.
+        silent = self.loop.time() - min(self._answered)
+        if silent > self.config.ttl:
+            self._lost(f"Redis did not answer for {silent:.1f} s")
+            return
+        self._cmd.command(b"PING", callback=self._on_pong)
+        self._sub.command(b"PING")  # a subscribed connection's PONG comes to _on_push
         ttl_ms = int(self.config.ttl * 1000)
         self._cmd.command(b"SADD", self._servers_key, self.id)
         self._cmd.command(b"SET", self._key("alive"), self.name, b"PX", ttl_ms)
@@ -460,6 +481,10 @@ class RedisBus:
         # Forget servers whose keys expired (killed, or cut off): /who stops asking them.
         self._cmd.command(b"SMEMBERS", self._servers_key, callback=self._prune)
         self._timer = self.loop.call_later(self.config.ttl / 3, self._beat)
+
+    def _on_pong(self, reply) -> None:
+        if not isinstance(reply, Exception):
+            self._answered[0] = self.loop.time()
 
     def _prune(self, ids) -> None:
         if isinstance(ids, Exception) or not self.up:
@@ -511,6 +536,8 @@ class RedisBus:
         kind = reply[0]
         if kind == b"pmessage":
             self._on_published(reply[2], reply[3])
+        elif kind == b"pong":
+            self._answered[1] = self.loop.time()
         elif kind == b"psubscribe":
             self._one_ready()
 

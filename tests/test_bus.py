@@ -328,6 +328,36 @@ def test_redis_killed_and_restarted_mid_traffic(namespace, network, clients):
         amy.expect("<bob> back", room=1)
 
 
+def test_a_hung_redis_is_noticed_and_survived(namespace, network, clients):
+    """A stopped Redis (or a partition that drops packets) resets nothing: only silence.
+
+    The heartbeat's PINGs notice it within about a ttl and a beat; the servers degrade as
+    for a crash, and the network heals once Redis answers again."""
+    ttl = 1.5
+    with RedisServer() as redis:
+        a, b = network(redis.url, namespace, "AB", ttl=ttl)
+        alice, amy, bob = clients(a, "alice"), clients(a, "amy"), clients(b, "bob")
+        for c in (alice, amy, bob):
+            c.join(3)
+        wait_for(lambda: who(alice, 3) == {"alice", "amy", "bob"}, "all three in /who")
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            for c in (alice, bob):
+                c.expect("network degraded (Redis did not answer", timeout=3 * ttl)
+            assert time.monotonic() - start < 2 * ttl, "noticed late"
+            amy.say(3, "still here")
+            alice.expect("<amy> still here", room=3)  # local delivery goes on
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        for c in (alice, bob):
+            c.expect("network restored", room=protocol.SERVER_ROOM, timeout=TIMEOUT)
+        bob.say(3, "across again")
+        alice.expect("<bob> across again", room=3)
+        assert who(bob, 3) == {"alice", "amy", "bob"}
+        assert "<amy> still here" not in bob.messages(3)  # made while down: not queued
+
+
 def test_a_server_starts_while_redis_is_down_and_joins_later(backend, namespace, clients):
     redis = RedisServer()
     redis.port = _free_port()  # nothing listens there yet
