@@ -150,6 +150,7 @@ class Connection:
         "closed",
         "linger",
         "peer_eof",
+        "awaiting",
     )
 
     def __init__(self, sock: socket.socket, address, max_frame_size: int) -> None:
@@ -165,6 +166,7 @@ class Connection:
         self.closed = False
         self.linger = None  # the timer that closes a lingering connection
         self.peer_eof = False  # the peer sent EOF: nothing left to drain before close()
+        self.awaiting = 0  # replies still to come from the bus (/who across servers...)
 
     @property
     def name(self) -> str:
@@ -421,6 +423,12 @@ class ChatServer:
                 return  # /quit, or a limit: the rest of what it sent is not for us
         if not data:
             conn.peer_eof = True
+            if conn.awaiting:
+                # `printf '/who\n' | client` sends its command and EOF at once; with a bus the
+                # reply is still on its way from Redis. Read no more (EOF stays readable: it
+                # would spin) and disconnect once the last reply is queued.
+                self.loop.remove_reader(conn.sock)
+                return
             self._disconnect(conn, "closed the connection", goodbye=None)
 
     def _on_frame(self, conn: Connection, frame: Frame) -> None:
@@ -478,7 +486,7 @@ class ChatServer:
                 ),
             )
 
-        self._with_network(reply)
+        self._with_network(conn, reply)
         logger.info("%s joined room %d", conn.name, room)
         return True
 
@@ -571,7 +579,7 @@ class ChatServer:
             text = f"room {target}: {listing} ({count}){self._degraded_suffix(network)}"
             self._send(conn, room, protocol.notice(text))
 
-        self._with_network(reply)
+        self._with_network(conn, reply)
 
     def _cmd_rooms(self, conn: Connection, room: int, arg: str) -> None:
         local = {r: len(m) for r, m in self._rooms.items()}
@@ -591,7 +599,7 @@ class ChatServer:
                 )
             self._send(conn, room, protocol.notice(text + self._degraded_suffix(network)))
 
-        self._with_network(reply)
+        self._with_network(conn, reply)
 
     def _cmd_servers(self, conn: Connection, room: int, arg: str) -> None:
         here = len(self._membership())
@@ -606,7 +614,7 @@ class ChatServer:
                 text = f"{count}: {', '.join(entries)}{self._degraded_suffix(network)}"
             self._send(conn, room, protocol.notice(text))
 
-        self._with_network(reply)
+        self._with_network(conn, reply)
 
     def _cmd_me(self, conn: Connection, room: int, arg: str) -> None:
         if not arg:
@@ -646,14 +654,23 @@ class ChatServer:
         if self.bus is not None:
             self.bus.member_changed(name or conn.name, list(conn.rooms) if not name else None)
 
-    def _with_network(self, then) -> None:
+    def _with_network(self, conn: Connection, then) -> None:
         """then(others): the other servers' members, [] without a bus, None if it is down.
 
-        With a bus this is a round trip to Redis: then() runs later, from a reply."""
+        With a bus this is a round trip to Redis: then() runs later, from a reply (always:
+        a lost bus answers None), so a client that sent EOF meanwhile waits for it."""
         if self.bus is None:
             then([])
-        else:
-            self.bus.network(then)
+            return
+
+        def answer(network) -> None:
+            conn.awaiting -= 1
+            then(network)
+            if not conn.awaiting and conn.peer_eof and not conn.closing:
+                self._disconnect(conn, "closed the connection", goodbye=None)
+
+        conn.awaiting += 1
+        self.bus.network(answer)
 
     def _degraded_suffix(self, network) -> str:
         if self.bus is not None and network is None:

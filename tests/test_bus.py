@@ -225,6 +225,24 @@ def test_a_server_shutting_down_tells_the_network(backend, redis, namespace, net
     alice.command(4, "/servers", reply="1 server: A (this one, 1 member)")
 
 
+def test_a_client_that_sends_eof_still_gets_its_network_replies(redis, namespace, network):
+    """`printf '/who\n' | python -m chatlab.client`: the command and EOF arrive together,
+    and the reply comes later, from Redis. The server must wait for it before closing."""
+    a, b = network(redis.url, namespace, "AB")
+    with ScriptedClient(b.address, "bob", timeout=TIMEOUT) as bob:
+        bob.join(9)
+        with socket.create_connection(a.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"<RID:9>hi</RID:9><RID:9>/who</RID:9><RID:9>/servers</RID:9>")
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):  # until the server closes: it does, by itself
+                data += chunk
+        bob.expect("left room 9 (closed the connection).", room=9)
+    text = data.decode()
+    assert re.search(r"\* room 9: 127\.0\.0\.1:\d+, bob \(2 members on 2 servers\)", text), text
+    assert "* 2 servers: A (this one, 1 member), B (1 member)" in text, text
+
+
 def test_replayed_and_foreign_messages_are_dropped_and_counted(redis, namespace, network, clients):
     """Exactly once is the receiver's job too: a copy seen twice is dropped by its seq."""
     a, b = network(redis.url, namespace, "AB")
