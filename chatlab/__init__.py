@@ -7,6 +7,9 @@ The public API, re-exported from the modules that define it:
 - ``FRAME_RE``, ``FrameDecoder``, ``encode_frame``: the <RID:n> framing (chatlab/framing.py).
 - ``ChatServer``, ``Limits``, ``serve()``: the chat server (chatlab/server.py).
 - ``ScriptedClient``: a blocking client for notebooks and tests (chatlab/scripted.py).
+- ``ChatServer(bus="redis://...")``: several servers sharing rooms through Redis
+  (chatlab/bus.py; ``pip install 'chatlab[redis]'``), and ``chatlab.redis_server.RedisServer``
+  to start a throwaway redis-server.
 - the error classes (chatlab/errors.py).
 """
 
@@ -16,6 +19,7 @@ from .backends import FD_SETSIZE, available_backends
 from .errors import (
     BackendError,
     BackendUnavailableError,
+    BusError,
     ChatlabError,
     FDLimitError,
     LoopClosedError,
@@ -64,6 +68,7 @@ __all__ = [
     "serve",
     "BackendError",
     "BackendUnavailableError",
+    "BusError",
     "ChatlabError",
     "EventLoop",
     "FDLimitError",

@@ -24,11 +24,12 @@ others published to its own members of that room. Design notes:
    key ``chatlab:alive:ID`` whose expiry a heartbeat pushes forward; /who, /rooms and
    /servers read them for the other servers. A server that dies stops beating: its keys
    expire within ``ttl`` seconds and its members vanish from /who everywhere.
-7. Faults. If Redis goes away, the server keeps serving its own members, tells them the
-   network is degraded, and reconnects with exponential backoff (with jitter, so a fleet
-   does not reconnect in lockstep). On reconnect it subscribes again and writes its whole
-   membership again: a restarted Redis may have lost it. Messages broadcast while the bus
-   is down reach this server's members only; they are counted, not queued (see README).
+7. Faults. If Redis goes away (a reset, or silence: see _beat), the server keeps serving
+   its own members, tells them the network is degraded, and reconnects with exponential
+   backoff (with jitter, so a fleet does not reconnect in lockstep). On reconnect it
+   subscribes again and writes its whole membership again: a restarted Redis may have
+   lost it. Messages broadcast while the bus is down reach this server's members only;
+   they are counted, not queued (see README).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .errors import ChatlabError
+from .errors import BusError, ChatlabError
 
 __all__ = ["BusConfig", "BusError", "BusStats", "RedisBus", "parse_redis_url"]
 
@@ -62,10 +63,6 @@ BACKOFF_MAX = 5.0
 # than we write; past this, it is stuck, and we treat the connection as lost.
 MAX_BUS_BUFFER = 64 * 1024 * 1024
 RECV_SIZE = 256 * 1024
-
-
-class BusError(ChatlabError, ValueError):
-    """The bus cannot be set up as asked: a bad redis:// URL, or hiredis not installed."""
 
 
 @dataclass(frozen=True)

@@ -37,3 +37,11 @@ class LoopClosedError(ChatlabError, RuntimeError):
 
 class LoopRunningError(ChatlabError, RuntimeError):
     """run_forever()/run_once() was called while the loop is already running."""
+
+
+class BusError(ChatlabError, ValueError):
+    """The Redis bus cannot be set up as asked: a bad redis:// URL, or hiredis not installed."""
+
+
+class RedisServerError(ChatlabError, RuntimeError):
+    """redis-server (for notebooks, tests, benchmarks) is not installed, or did not start."""

@@ -12,13 +12,9 @@ import socket
 import subprocess
 import time
 
-from .errors import ChatlabError
+from .errors import RedisServerError
 
 __all__ = ["RedisServer", "RedisServerError", "redis_server_path"]
-
-
-class RedisServerError(ChatlabError, RuntimeError):
-    """redis-server is not installed, or did not start."""
 
 
 def redis_server_path() -> str | None:
