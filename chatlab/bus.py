@@ -122,7 +122,7 @@ class _RedisConnection:
     the callback queued with its command. ``on_lost(reason)`` is called once, on any failure.
     """
 
-    def __init__(self, loop, address, hiredis, on_lost, on_push=None) -> None:
+    def __init__(self, loop, where, hiredis, on_lost, on_push=None) -> None:
         self.loop = loop
         self._hiredis = hiredis
         self._reader = hiredis.Reader()
@@ -134,7 +134,8 @@ class _RedisConnection:
         self._flush_scheduled = False
         self.connected = False
         self.closed = False
-        self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        family, address = where  # resolved already: see RedisBus.__init__
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = self.sock.connect_ex(address)
@@ -274,7 +275,17 @@ class RedisBus:
             raise BusError("the Redis bus needs hiredis: pip install 'chatlab[redis]'") from exc
         self._hiredis = hiredis
         self.config = config
-        self.address = parse_redis_url(config.url)
+        host, port, self._db, self._password = parse_redis_url(config.url)
+        # Discussion: connect() needs an address, and turning a name into one
+        # (getaddrinfo) is a blocking call, DNS and all, which no handler may make. So the
+        # name is resolved once, here, before the loop runs; every reconnect reuses it.
+        try:
+            family, _, _, _, self.address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[
+                0
+            ]
+        except socket.gaierror as exc:
+            raise BusError(f"cannot resolve the Redis host {host!r}: {exc.strerror}") from exc
+        self._family = family
         self.loop = loop
         self.name = config.name or name
         # The id on the bus: the name, plus a random part that differs for every run, so
@@ -401,12 +412,13 @@ class RedisBus:
 
     def _connect(self) -> None:
         self._timer = None
-        host, port, db, password = self.address
+        db, password = self._db, self._password
         self._ready = 0
+        where = (self._family, self.address)
         try:
-            self._cmd = _RedisConnection(self.loop, (host, port), self._hiredis, self._lost)
+            self._cmd = _RedisConnection(self.loop, where, self._hiredis, self._lost)
             self._sub = _RedisConnection(
-                self.loop, (host, port), self._hiredis, self._lost, on_push=self._on_push
+                self.loop, where, self._hiredis, self._lost, on_push=self._on_push
             )
         except (OSError, ChatlabError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
