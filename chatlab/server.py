@@ -35,6 +35,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -90,6 +91,8 @@ RECV_SIZE = 64 * 1024
 # grows it to several MiB for a reader that falls behind; a small value makes a slow reader
 # reach max_output_buffer quickly, which is what a lesson or a test of the SendQ wants.
 KERNEL_SEND_BUFFER = None
+# --workers: how long the workers may take to listen and reach the bus before we give up.
+WORKER_START_TIMEOUT = 30.0
 # How long a closing connection may take to flush its last output (a notice, the reason),
 # and how long shutdown waits for everyone's, before closing anyway.
 LINGER_SECONDS = 2.0
@@ -1129,24 +1132,39 @@ def _run_workers(args: argparse.Namespace, argv: list[str]) -> int:
     port = reserve.getsockname()[1]
     base = _without_options(argv, {"--workers", "--port", "--bus-name"})
     name = args.bus_name or f"{args.host}:{port}"
-    workers = []
-    read_fd, write_fd = os.pipe()
-    for i in range(1, args.workers + 1):
+
+    def start_worker(i: int, ready_fd: int | None = None) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "chatlab.server", *base, "--port", str(port)]
-        cmd += ["--reuse-port", "--bus-name", f"{name}/{i}", "--ready-fd", str(write_fd)]
-        workers.append(subprocess.Popen(cmd, pass_fds=(write_fd,)))
+        cmd += ["--reuse-port", "--bus-name", f"{name}/{i + 1}"]
+        if ready_fd is None:
+            return subprocess.Popen(cmd)
+        return subprocess.Popen([*cmd, "--ready-fd", str(ready_fd)], pass_fds=(ready_fd,))
+
+    read_fd, write_fd = os.pipe()
+    workers = [start_worker(i, write_fd) for i in range(args.workers)]
     os.close(write_fd)
     ready = 0
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
     with os.fdopen(read_fd, "rb") as pipe:
-        while ready < args.workers and pipe.read(1):
-            ready += 1
+        # One byte per worker that is listening (and on the bus); EOF once every worker
+        # has written or died. Bounded: a worker that hangs must not hang us.
+        while ready < args.workers and time.monotonic() < deadline:
+            if select.select([pipe], [], [], deadline - time.monotonic())[0]:
+                if not pipe.read(1):
+                    break
+                ready += 1
     if ready < args.workers:
         print(f"chatlab.server: {args.workers - ready} worker(s) failed to start", file=sys.stderr)
         for proc in workers:
             proc.terminate()
+            proc.wait()
         return 1
 
+    stopping = False
+
     def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
         for proc in workers:
             if proc.poll() is None:
                 proc.send_signal(signum)
@@ -1159,8 +1177,28 @@ def _run_workers(args: argparse.Namespace, argv: list[str]) -> int:
         file=sys.stderr,
         flush=True,
     )
-    codes = [proc.wait() for proc in workers]
+    # Supervise: a worker that dies (a crash, the OOM killer, a stray kill -9) is started
+    # again, so the port keeps N listeners; the others serve meanwhile. One that keeps
+    # dying (5 times in a minute) is given up on, with a line saying so.
+    restarts: list[list[float] | None] = [[] for _ in workers]
+    while any(proc.poll() is None for proc in workers) or not stopping:
+        for i, proc in enumerate(workers):
+            code = proc.poll()
+            if code is None or stopping or restarts[i] is None:
+                continue
+            now = time.monotonic()
+            restarts[i] = [t for t in restarts[i] if now - t < 60] + [now]
+            if len(restarts[i]) > 5:
+                print(f"chatlab: worker {i + 1} keeps exiting; not restarting it", file=sys.stderr)
+                restarts[i] = None
+                continue
+            print(f"chatlab: worker {i + 1} exited ({code}); restarting it", file=sys.stderr)
+            workers[i] = start_worker(i)
+        if not stopping and all(r is None for r in restarts):
+            break  # every worker given up on
+        time.sleep(0.2)
     reserve.close()
+    codes = [proc.wait() for proc in workers]
     return max(codes, key=abs)
 
 

@@ -14,6 +14,7 @@ server killed with SIGKILL leaves /who elsewhere within its ttl.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import socket
@@ -441,33 +442,56 @@ def test_a_killed_server_vanishes_from_who_within_its_ttl(backend, redis, namesp
 # ---- the command line ----------------------------------------------------------------
 
 
-def test_workers_share_one_port_and_one_network(backend, redis, namespace):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chatlab.server", "--port", "0", "--workers", "2",
-         "--backend", backend, "--bus", redis.url, "--bus-namespace", namespace,
-         "--log-level", "warning"],
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env(),
+@pytest.fixture
+def workers(backend, redis, namespace):
+    """A started ``python -m chatlab.server --workers 2 --bus ...``: (process, address).
+
+    Stopped afterwards with SIGINT, which must end it and its workers with exit code 0."""
+    proc = ServerProcess(
+        "--port", "0", "--workers", "2", "--backend", backend, "--bus", redis.url,
+        "--bus-namespace", namespace, "--log-level", "warning",
     )  # fmt: skip
-    made: list[ScriptedClient] = []
     try:
-        banner = re.compile(r"chatlab: 2 workers on (\S+):(\d+) \(bus (\S+)\)")
-        lines = []
-        for _ in range(10):
-            lines.append(proc.stderr.readline())
-            match = banner.search(lines[-1])
-            if match:
-                break
-        assert match, f"no workers banner; stderr: {lines}"
-        address = (match.group(1), int(match.group(2)))
-        # The kernel spreads connections over the two listeners: connect until both have some
-        # (20 clients all on one worker has a chance of 2 in a million).
-        on = {}
-        for i in range(20):
-            c = ScriptedClient(address, f"u{i}", timeout=TIMEOUT)
-            made.append(c)
-            line = c.command(0, "/servers", reply="2 servers: ")
-            on[c.name] = re.search(r": (\S+) \(this one", line.text).group(1)
-        assert set(on.values()) == {f"{address[0]}:{address[1]}/1", f"{address[0]}:{address[1]}/2"}
+        match = proc.wait_for_line(r"chatlab: 2 workers on (\S+):(\d+) \(bus ", TIMEOUT)
+        yield proc, (match.group(1), int(match.group(2)))
+        pids = _children(proc.proc.pid)
+        proc.proc.send_signal(signal.SIGINT)
+        assert proc.wait_exit() == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in pids), "a worker outlived us"
+    finally:
+        for pid in _children(proc.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _spread(address, n: int = 20) -> tuple[list[ScriptedClient], dict[str, str]]:
+    """n clients on the workers' port, and which worker each landed on (from /servers).
+
+    The kernel spreads connections over the two listeners by a hash of the client's port:
+    20 clients all on one worker has a chance of 2 in a million."""
+    made, on = [], {}
+    for i in range(n):
+        c = ScriptedClient(address, f"u{i}", timeout=TIMEOUT)
+        made.append(c)
+        line = c.command(0, "/servers", reply="servers: ")
+        on[c.name] = re.search(r": (\S+) \(this one", line.text).group(1)
+    return made, on
+
+
+def test_workers_share_one_port_and_one_network(workers):
+    _, address = workers
+    made, on = _spread(address)
+    try:
+        assert set(on.values()) == {f"{address[0]}:{address[1]}/{i}" for i in (1, 2)}
         for c in made:
             c.join(8)
         made[0].say(8, "to both workers")
@@ -477,16 +501,24 @@ def test_workers_share_one_port_and_one_network(backend, redis, namespace):
     finally:
         for c in made:
             c.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        rest = proc.stderr.read()
-        proc.stderr.close()
-    assert code == 0, rest
-    assert "Traceback" not in rest
+
+
+def test_a_worker_that_dies_is_started_again(workers):
+    proc, address = workers
+    before = _children(proc.proc.pid)
+    assert len(before) == 2
+    os.kill(before[0], signal.SIGKILL)
+    proc.wait_for_line(r"chatlab: worker [12] exited \(-9\); restarting it", TIMEOUT)
+    wait_for(lambda: len(set(_children(proc.proc.pid)) - set(before)) == 1, "a new worker")
+
+    # The port has two listeners again: new clients land on both, and chat across them.
+    def both_serve():
+        made, on = _spread(address, 12)
+        for c in made:
+            c.close()
+        return len(set(on.values())) == 2
+
+    wait_for(both_serve, "clients on both workers again")
 
 
 @pytest.mark.parametrize(
