@@ -451,6 +451,17 @@ def test_who_command(client):
     bob.command(2, "/who nope", reply="! not a room number: 'nope'")
 
 
+def test_servers_command_without_a_bus(server, client):
+    alice, bob = client("alice"), client("bob")
+    alice.join(1)
+    host, port = server.address
+    line = bob.command(0, "/servers", reply="1 server: ")
+    assert (
+        line.body
+        == f"* 1 server: {host}:{port} (this one, 1 member); no bus: rooms end at this server"
+    )
+
+
 def test_rooms_command(client):
     alice, bob = client("alice"), client("bob")
     alice.command(0, "/rooms", reply="* no rooms yet")
