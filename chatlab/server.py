@@ -572,12 +572,12 @@ class ChatServer:
 
         def reply(network):
             names = local + _remote_members(network, target)
-            count = f"{len(names)} member{'s' if len(names) != 1 else ''}"
+            count = _plural(len(names), "member")
             servers = bool(local) + sum(
                 any(target in rooms for rooms in members.values()) for _, members in network or ()
             )
             if servers > 1:
-                count += f" on {servers} server{'s' if servers != 1 else ''}"
+                count += f" on {_plural(servers, 'server')}"
             listing = ", ".join(names) or "nobody"
             text = f"room {target}: {listing} ({count}){self._degraded_suffix(network)}"
             self._send(conn, room, protocol.notice(text))
@@ -608,9 +608,9 @@ class ChatServer:
         here = len(self._membership())
 
         def reply(network):
-            entries = [f"{self.name} (this one, {_members(here)})"]
-            entries += [f"{name} ({_members(len(members))})" for name, members in network or ()]
-            count = f"{len(entries)} server{'s' if len(entries) != 1 else ''}"
+            entries = [f"{self.name} (this one, {_plural(here, 'member')})"]
+            entries += [f"{n} ({_plural(len(members), 'member')})" for n, members in network or ()]
+            count = _plural(len(entries), "server")
             if self.bus is None:
                 text = f"{count}: {entries[0]}; no bus: rooms end at this server"
             else:
@@ -955,8 +955,8 @@ def _remote_members(network, room: int) -> list[str]:
     ]
 
 
-def _members(n: int) -> str:
-    return f"{n} member{'s' if n != 1 else ''}"
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def _describe(exc: OSError) -> str:
