@@ -280,9 +280,8 @@ class RedisBus:
         # (getaddrinfo) is a blocking call, DNS and all, which no handler may make. So the
         # name is resolved once, here, before the loop runs; every reconnect reuses it.
         try:
-            family, _, _, _, self.address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[
-                0
-            ]
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, *_, self.address = infos[0]
         except socket.gaierror as exc:
             raise BusError(f"cannot resolve the Redis host {host!r}: {exc.strerror}") from exc
         self._family = family
@@ -329,7 +328,7 @@ class RedisBus:
         self._stats.published += 1
 
     def member_changed(self, name: str, rooms: list[int] | None) -> None:
-        """A member joined or left a room (rooms: all of theirs now; None: they are gone)."""
+        """A member joined or left a room (rooms: all of theirs now; empty or None: gone)."""
         if not self.up or self._leaving:
             return  # written in full on reconnect; or we are leaving and deleted it all
         if rooms:

@@ -539,8 +539,8 @@ class ChatServer:
             del self._nicks[conn.nick.lower()]
         conn.nick = arg
         self._nicks[arg.lower()] = conn
-        if conn.rooms:
-            self._member_changed(conn, name=old)  # gone under the old name...
+        if self.bus is not None and conn.rooms:
+            self.bus.member_changed(old, None)  # gone under the old name...
             self._member_changed(conn)  # ...and here under the new one
         self._send(conn, room, protocol.notice(f"you are now known as {arg}."))
         for r in list(conn.rooms):
@@ -653,9 +653,10 @@ class ChatServer:
         """member name -> rooms, for everyone here in a room (what the bus registers)."""
         return {c.name: list(c.rooms) for c in self._conns.values() if c.rooms and not c.closed}
 
-    def _member_changed(self, conn: Connection, name: str | None = None) -> None:
+    def _member_changed(self, conn: Connection) -> None:
+        """Tell the bus conn's rooms now (after a join or a leave): /who elsewhere reads them."""
         if self.bus is not None:
-            self.bus.member_changed(name or conn.name, list(conn.rooms) if not name else None)
+            self.bus.member_changed(conn.name, list(conn.rooms))
 
     def _with_network(self, conn: Connection, then) -> None:
         """then(others): the other servers' members, [] without a bus, None if it is down.
@@ -897,7 +898,8 @@ class ChatServer:
             members.pop(conn, None)
             if not members:
                 del self._rooms[room]
-        if conn.rooms.pop(room, 0) is None:
+        if room in conn.rooms:
+            del conn.rooms[room]
             self._member_changed(conn)
 
     def _close(self, conn: Connection) -> None:

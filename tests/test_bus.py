@@ -28,6 +28,7 @@ import pytest
 from test_server_cli import REPO, ServerProcess, _env, run_cli
 
 from chatlab import ScriptedClient, protocol, serve
+from chatlab.bench._util import _children
 from chatlab.redis_server import RedisServer, redis_server_path
 
 pytest.importorskip("hiredis", reason="the bus needs hiredis: pip install 'chatlab[redis]'")
@@ -463,14 +464,6 @@ def workers(backend, redis, namespace):
         for pid in _children(proc.proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 def _spread(address, n: int = 20) -> tuple[list[ScriptedClient], dict[str, str]]:
