@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from chatlab.bench import fanout, pingpong, scenarios
-from chatlab.bench._util import ServerProcess, _cpu_of
+from chatlab.bench import fanout, native, pingpong, scenarios
+from chatlab.bench._util import NATIVE_KINDS, SERVERS, ServerProcess, _cpu_of, uvloop_available
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the benchmarks read /proc (Linux)"
@@ -115,3 +115,49 @@ def test_workers2_counts_the_cpu_of_both_workers():
     assert all(a > b for a, b in zip(after, before, strict=True)), "both workers served"
     assert not redis.running, "stop() stops the bus's Redis too"
     assert all(_cpu_of(pid, missing=None) is None for pid in server.pids), "no process left"
+
+
+NO_CHATD = native.missing()
+
+
+@pytest.mark.skipif(NO_CHATD is not None, reason=f"chatd cannot be built here: {NO_CHATD}")
+def test_chatd_delivers_exactly_once_and_stops_cleanly():
+    with ServerProcess("chatd") as server:
+        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
+    assert server.label == "chatd"
+    assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0
+    assert r["deliveries_per_s"] == pytest.approx(3 * r["messages_per_s"], rel=0.05)
+    assert r["server_cpu_us_per_delivery"] > 0
+    assert server.proc.returncode == 0, "SIGTERM stops chatd cleanly"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "asyncio-coalesce",
+        pytest.param(
+            "uvloop-coalesce",
+            marks=pytest.mark.skipif(not uvloop_available(), reason="uvloop is not installed"),
+        ),
+    ],
+)
+def test_asyncio_coalescing_delivers_exactly_once(kind):
+    # Frames queued per member and written once per loop pass must still all arrive, once,
+    # in order.
+    with ServerProcess(kind) as server:
+        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
+    assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0
+    assert r["deliveries_per_s"] == pytest.approx(3 * r["messages_per_s"], rel=0.05)
+    assert server.proc.returncode == 0, "SIGTERM stops the asyncio baseline cleanly"
+
+
+@pytest.mark.skipif(NO_CHATD is not None, reason=f"chatd cannot be built here: {NO_CHATD}")
+def test_fanout_detects_chatd_faults(monkeypatch):
+    # chatd's fault flags, like the "faulty" Python server's: the generator must see both.
+    faulty = ["--port", "0", "--drop-every", "97", "--duplicate-every", "89"]
+    monkeypatch.setitem(SERVERS, "chatd-faulty", faulty)
+    monkeypatch.setitem(NATIVE_KINDS, "chatd-faulty", "chatd")
+    with ServerProcess("chatd-faulty") as server:
+        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
+    assert r["lost"] > 0, "a dropped copy is never received: counted as lost"
+    assert r["duplicates"] > 0, "a copy received twice is counted as a duplicate"

@@ -43,11 +43,23 @@ def raise_fd_limit(needed: int) -> str | None:
 # ----------------------------------------------------------------- servers under test
 
 
-#: name -> command line (after the Python interpreter); "{backend}" is filled in
+#: name -> command line (after the Python interpreter, or after a native tool's path)
 SERVERS = {
     "chatlab": ["-m", "chatlab.server", "--port", "0", "--log-level", "warning"],
     "asyncio": ["-m", "chatlab.bench.baseline_asyncio", "--port", "0"],
     "uvloop": ["-m", "chatlab.bench.baseline_asyncio", "--port", "0", "--uvloop"],
+    # the same, writing each member's frames once per loop pass, as chatlab does
+    "asyncio-coalesce": ["-m", "chatlab.bench.baseline_asyncio", "--port", "0", "--coalesce"],
+    "uvloop-coalesce": [
+        "-m",
+        "chatlab.bench.baseline_asyncio",
+        "--port",
+        "0",
+        "--coalesce",
+        "--uvloop",
+    ],
+    # the same design in C (chatlab/bench/native/chatd.c): the machine's yardstick
+    "chatd": ["--port", "0"],
     "epoll-flat": ["-m", "chatlab.bench.baseline_epoll", "--port", "0"],
     # deliberately faulty, for the benchmark's own tests
     "faulty": [
@@ -67,6 +79,8 @@ SERVERS = {
 }
 #: the kinds that are chatlab's own server (they take --backend), and those that need Redis
 CHATLAB_KINDS = {"chatlab", "chatlab-bus", "workers2"}
+#: the kinds that run a native tool (chatlab/bench/native), not Python: kind -> tool
+NATIVE_KINDS = {"chatd": "chatd"}
 BUS_KINDS = {"chatlab-bus", "workers2"}
 _LISTENING = re.compile(r" on ([\d.]+):(\d+)")
 # With --workers, each worker prints its own "chatlab server on" line first (same port); the
@@ -99,7 +113,12 @@ class ServerProcess:
         self.proc = None
         self.pids: list[int] = []  # the chatlab server processes whose CPU is counted
         self.last_lines: collections.deque = collections.deque(maxlen=20)
-        cmd = [sys.executable, *SERVERS[kind]]
+        if kind in NATIVE_KINDS:
+            from .native import build
+
+            cmd = [str(build(NATIVE_KINDS[kind])), *SERVERS[kind]]
+        else:
+            cmd = [sys.executable, *SERVERS[kind]]
         if kind in CHATLAB_KINDS:
             cmd += ["--backend", backend or "epoll", "--max-connections", "100000"]
         self.label = f"chatlab/{backend}" if kind == "chatlab" else kind
