@@ -668,7 +668,7 @@ def test_a_client_that_never_reads_is_cut_off_and_the_readers_lose_nothing(backe
             if sent % 1000 < window // 3:
                 peak = max(
                     peak,
-                    in_loop(server, lambda: max(len(c.out) for c in server._conns.values())),
+                    in_loop(server, lambda: max(c.queued_bytes() for c in server._conns.values())),
                 )
 
         paced_stream(
