@@ -34,9 +34,11 @@ test: $(STAMP)
 server: $(STAMP)
 	$(PY) -m chatlab.server --backend epoll --host $(HOST) --port $(PORT)
 
-## make bench: the event-loop benchmark (figures, not a test).
+## make bench: build the native load generator and C server (chatlab/bench/native, into
+# ~/.cache/chatlab), then the fanout benchmark (figures, not a test).
 bench: $(STAMP)
-	$(PY) -m chatlab.bench loop
+	$(PY) -m chatlab.bench.native
+	$(PY) -m chatlab.bench fanout
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

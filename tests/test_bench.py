@@ -161,3 +161,34 @@ def test_fanout_detects_chatd_faults(monkeypatch):
         r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
     assert r["lost"] > 0, "a dropped copy is never received: counted as lost"
     assert r["duplicates"] > 0, "a copy received twice is counted as a duplicate"
+
+
+@pytest.mark.skipif(bool(native.missing()), reason=str(native.missing()))
+def test_fanout_cli_runs_the_native_generator_and_measures_its_capacity(tmp_path):
+    out = tmp_path / "fanout.json"
+    args = [sys.executable, "-m", "chatlab.bench", "fanout", "--quick", "--out", str(out)]
+    args += ["--servers", "chatlab/epoll,epoll-flat"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["generator"] == "native" and report["generator_note"] is None
+    assert "native generator" in done.stdout
+    for name, row in report["results"].items():
+        assert row["lost"] == row["duplicates"] == row["misrouted"] == 0, name
+        assert row["ratio_to_epoll-flat"] > 0, name
+    assert report["results"]["epoll-flat"]["ratio_to_epoll-flat"] == 1.0
+    cap = report["generator_capacity"]
+    assert cap["capacity_deliveries_per_s"] > 0 and cap["lost"] == cap["duplicates"] == 0
+    assert cap["ratio_to_fastest_python"] > 0
+    assert "us of CPU per delivery against its sink" in done.stdout
+
+
+def test_fanout_cli_with_the_python_generator_says_whose_figures_they_are(tmp_path):
+    out = tmp_path / "fanout.json"
+    args = [sys.executable, "-m", "chatlab.bench", "fanout", "--quick", "--out", str(out)]
+    args += ["--servers", "chatlab/epoll", "--generator", "python"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["generator"] == "python" and "generator_capacity" not in report
+    assert "the Python load generator ran" in done.stdout

@@ -1,5 +1,9 @@
 """python -m chatlab.bench SCENARIO [options]: loop, fanout, idle, churn, bus.
 
+The load comes from a native generator (chatlab/bench/native/loadgen.c, built with the C
+compiler on first use; `python -m chatlab.bench.native` builds it ahead of time), or from
+the Python one where no compiler exists (then every figure it sets says generator-bound).
+
 Each prints a table; --out writes the results as JSON, --plot a PNG (needs matplotlib);
 --quick runs a small version in seconds (the notebook and the tests use it).
 """
@@ -14,7 +18,8 @@ from . import loop as loop_bench
 from . import scenarios
 
 DEFAULT_SERVERS = ",".join(
-    [f"chatlab/{b}" for b in available_backends()] + ["asyncio", "uvloop", "epoll-flat"]
+    [f"chatlab/{b}" for b in available_backends()]
+    + ["asyncio", "asyncio-coalesce", "uvloop", "uvloop-coalesce", "epoll-flat", "chatd"]
 )
 
 
@@ -34,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--rounds", type=int, default=rounds)
         p.add_argument("--duration", type=float, default=duration, help="seconds per measurement")
         p.add_argument("--quick", action="store_true", help="a small run, in seconds")
+        p.add_argument(
+            "--generator",
+            choices=["auto", "native", "python"],
+            default="auto",
+            help="the load generator: native (C, built on first use) where a compiler exists",
+        )
         p.add_argument("--out", help="write the results as JSON here")
         p.add_argument("--plot", help="write a PNG plot here")
 
@@ -47,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     fp.add_argument("--clients", type=int, default=10, help="per room")
     fp.add_argument("--window", type=int, default=4)
     fp.add_argument("--size", type=int, default=1024, help="bytes per frame sent")
-    fp.add_argument("--workers", type=int, default=1, help="load-generator processes")
+    fp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Python generator processes (--generator python)",
+    )
     fp.add_argument("--baseline", default="asyncio")
 
     ip = sub.add_parser("idle", help="a ping-pong pair among C idle connections")
@@ -55,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ip.add_argument("--sizes", default="0,1000,5000,10000", help="idle connection counts")
 
     cp = sub.add_parser("churn", help="connect, join, send, close at concurrency N")
-    common(cp, servers=f"chatlab/{available_backends()[0]},asyncio", duration=3.0)
+    common(cp, servers=f"chatlab/{available_backends()[0]},asyncio,uvloop,epoll-flat,chatd")
     cp.add_argument("--concurrency", type=int, default=8)
 
     bp = sub.add_parser(

@@ -102,12 +102,14 @@ def uvloop_available() -> bool:
 class ServerProcess:
     """A server under test as a real process: its address, and its own CPU accounting.
 
+    ``cpu``: pin the server to that CPU (not the bus kinds, which need several).
+
     For the bus kinds, a redis-server is started first (one per server under test, stopped
     with it), and its CPU is accounted separately: ``redis_cpu_seconds()``. For "workers2",
     ``cpu_seconds()`` is the sum over the supervisor and its worker processes.
     """
 
-    def __init__(self, kind: str, backend: str | None = None) -> None:
+    def __init__(self, kind: str, backend: str | None = None, cpu: int | None = None) -> None:
         self.kind, self.backend = kind, backend
         self.redis = None
         self.proc = None
@@ -131,6 +133,11 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
+            if cpu is not None and kind not in BUS_KINDS:
+                # One core for the server, another for the load generator: each is measured
+                # on a core of its own. (The bus kinds keep every core: Redis and a second
+                # worker need one.)
+                os.sched_setaffinity(self.proc.pid, {cpu})
             ready = _WORKERS_LISTENING if kind == "workers2" else _LISTENING
             self.address = self._wait_for(ready, deadline=time.monotonic() + 30)
             self.pids = [self.proc.pid]

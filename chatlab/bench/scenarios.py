@@ -4,6 +4,11 @@ Every server under test is a real process, started fresh for each measurement. R
 alternate the servers (A B C, A B C, ...) and each figure is the median over rounds, so a
 burst of noise on this shared machine hits every server alike, and ratios measured within
 one run hold better than any absolute figure.
+
+The load comes from the native generator (native/loadgen.c) wherever a C compiler can build
+it: the Python one fills its own core long before a fast server does, so its figures are
+the generator's. The server gets one core and the generator another. Where no compiler
+exists, the Python generator runs, and the report says so on every line it marks.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import sys
 
 from ..backends import available_backends
-from . import fanout, pingpong
+from . import fanout, native, native_load, pingpong
 from ._util import BUS_KINDS, ServerProcess, median, raise_fd_limit, uvloop_available
 
 FANOUT_KEYS = [
@@ -25,8 +30,45 @@ FANOUT_KEYS = [
     "lost",
     "duplicates",
     "server_cpu_us_per_delivery",
+    "server_cpu_share",
     "generator_cpu_share",
 ]
+#: the servers chatlab is compared with, when they run: a ratio to each is reported
+YARDSTICKS = ("asyncio", "asyncio-coalesce", "epoll-flat", "chatd")
+
+
+# ------------------------------------------------------------------ generator and cores
+
+
+def choose_generator(requested: str = "auto") -> tuple[str, str | None]:
+    """("native", None) where native/loadgen.c can be built, else ("python", why not)."""
+    if requested == "python":
+        return "python", "--generator python"
+    why = native.missing()
+    if why is None:
+        try:
+            native.build("loadgen")
+        except native.BuildError as exc:
+            why = str(exc)
+        else:
+            return "native", None
+    if requested == "native":
+        raise RuntimeError(f"the native load generator cannot be built here: {why}")
+    return "python", why
+
+
+def placement() -> tuple[int | None, int | None]:
+    """(the server's CPU, the generator's): two different cores where we may use two."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+
+
+def _load(generator: str, native_run, python_run):
+    """The measure() for alternate(): the generator's run function, on its own core."""
+    server_cpu, gen_cpu = placement()
+    if generator == "native":
+        return (lambda server, p: native_run(server, p, gen_cpu)), server_cpu
+    return (lambda server, p: python_run(server, p)), server_cpu
 
 
 def server_specs(names) -> list[tuple[str, str | None]]:
@@ -40,8 +82,11 @@ def server_specs(names) -> list[tuple[str, str | None]]:
         if kind == "chatlab" and backend not in available_backends():
             print(f"skipping {name}: not available on this platform", file=sys.stderr)
             continue
-        if kind == "uvloop" and not uvloop_available():
-            print("skipping uvloop: not installed (pip install 'chatlab[bench]')", file=sys.stderr)
+        if kind.startswith("uvloop") and not uvloop_available():
+            print(f"skipping {name}: not installed (pip install 'chatlab[bench]')", file=sys.stderr)
+            continue
+        if kind == "chatd" and native.missing():
+            print(f"skipping chatd: {native.missing()}", file=sys.stderr)
             continue
         if kind in BUS_KINDS and bus_missing():
             print(f"skipping {name}: {bus_missing()}", file=sys.stderr)
@@ -76,8 +121,9 @@ def _progress(done: int, total: int, what: str) -> None:
             sys.stderr.write("\r" + " " * 70 + "\r")
 
 
-def alternate(specs, measure, rounds: int, points=(None,)) -> dict:
-    """{label: {point: [result per round]}}, servers alternating within each round."""
+def alternate(specs, measure, rounds: int, points=(None,), cpu: int | None = None) -> dict:
+    """{label: {point: [result per round]}}, servers alternating within each round; each
+    server pinned to ``cpu`` (if not None)."""
     out = {label(s): {p: [] for p in points} for s in specs}
     total, done = rounds * len(specs) * len(points), 0
     for p in points:
@@ -85,7 +131,7 @@ def alternate(specs, measure, rounds: int, points=(None,)) -> dict:
             for spec in specs:
                 done += 1
                 _progress(done, total, f"{label(spec)} {p if p is not None else ''}")
-                with ServerProcess(*spec) as server:
+                with ServerProcess(*spec, cpu=cpu) as server:
                     out[label(spec)][p].append(measure(server, p))
     return out
 
@@ -107,50 +153,104 @@ def run_fanout(
     size=1024,
     workers=1,
     baseline="asyncio",
+    generator="auto",
     **_,
 ) -> dict:
-    """Fanout for each server, rounds alternating; a report for format_fanout/plot_fanout."""
+    """Fanout for each server, rounds alternating; a report for format_fanout/plot_fanout.
+
+    With the native generator, the generator's own capacity (fanout against ``loadgen
+    sink``, the cheapest relay there is) is measured too, and compared with the fastest
+    Python server of the run: a generator that could be the limit is visible at once."""
     specs = server_specs(servers)
-    kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration, workers=workers)
-    raw = alternate(specs, lambda server, _: fanout.run_once(server, **kw), rounds)
+    gen, why = choose_generator(generator)
+    kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration)
+    measure, server_cpu = _load(
+        gen,
+        lambda server, _, cpu: native_load.run_once_native(server, cpu=cpu, **kw),
+        lambda server, _: fanout.run_once(server, workers=workers, **kw),
+    )
+    raw = alternate(specs, measure, rounds, cpu=server_cpu)
     table = {name: medians(by[None], FANOUT_KEYS) for name, by in raw.items()}
     for name, by in raw.items():  # exactly-once is a property of every round, not a median
         table[name]["lost"] = sum(r["lost"] for r in by[None])
         table[name]["duplicates"] = sum(r["duplicates"] for r in by[None])
+        table[name]["out_of_order"] = sum(r["out_of_order"] for r in by[None])
+        table[name]["misrouted"] = sum(r.get("misrouted", 0) for r in by[None])
         table[name]["generator_bound_rounds"] = sum(r["generator_bound"] for r in by[None])
-    base = table.get(baseline, {}).get("deliveries_per_s")
     for row in table.values():
-        row["ratio_to_baseline"] = row["deliveries_per_s"] / base if base else None
-    return {
+        for ref in dict.fromkeys((baseline, *YARDSTICKS)):
+            base = table.get(ref, {}).get("deliveries_per_s")
+            row[f"ratio_to_{ref}"] = row["deliveries_per_s"] / base if base else None
+        row["ratio_to_baseline"] = row[f"ratio_to_{baseline}"]
+    report = {
         "scenario": "fanout",
         "params": kw,
         "rounds": rounds,
         "baseline": baseline,
+        "generator": gen,
+        "generator_note": why,
         "results": table,
     }
+    if gen == "native":
+        cap = native_load.generator_capacity(
+            duration=min(duration, 2.0), rooms=rooms, k=clients, window=window, size=size
+        )
+        python = [r["deliveries_per_s"] for n, r in table.items() if n != "chatd"]
+        if python and cap["capacity_deliveries_per_s"]:
+            cap["ratio_to_fastest_python"] = cap["capacity_deliveries_per_s"] / max(python)
+        report["generator_capacity"] = cap
+    return report
+
+
+def _ratio(row, ref) -> str:
+    value = row.get(f"ratio_to_{ref}")
+    return f"{value:.2f}" if value else "-"
 
 
 def format_fanout(report) -> str:
     p = report["params"]
+    refs = [r for r in dict.fromkeys((report["baseline"], "epoll-flat", "chatd"))]
+    refs = [r for r in refs if r in report["results"]]
+    short = {"asyncio": "x aio", "epoll-flat": "x flat", "chatd": "x C"}
     lines = [
         f"fanout: {p['rooms']} rooms x {p['k']} clients, "
         f"window {p['window']}, {p['size']}-byte frames, {p['duration']} s x "
-        f"{report['rounds']} rounds (medians); ratio to {report['baseline']}",
-        f"{'server':<14} {'deliv/s':>9} {'ratio':>6} {'msg/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'CPU us/deliv':>12} {'lost':>5} {'dup':>4} {'gen CPU':>7}",
+        f"{report['rounds']} rounds (medians); {report.get('generator', 'python')} generator",
+        f"{'server':<16} {'deliv/s':>9}"
+        + "".join(f" {short.get(r, 'x ' + r[:5]):>6}" for r in refs)
+        + f" {'p50 ms':>7} {'p99 ms':>7} {'CPU us/deliv':>12} {'srv CPU':>7} {'lost':>5}"
+        f" {'dup':>4} {'gen CPU':>7}",
     ]
     for name, r in report["results"].items():
-        ratio = f"{r['ratio_to_baseline']:.2f}" if r["ratio_to_baseline"] else "-"
+        bad = r["lost"] + r["duplicates"] + r.get("out_of_order", 0) + r.get("misrouted", 0)
         flag = " generator-bound" if r["generator_bound_rounds"] else ""
+        if bad and (r["duplicates"] or r.get("misrouted")):
+            flag += f" ({r.get('misrouted', 0)} misrouted, {r.get('out_of_order', 0)} reordered)"
         lines.append(
-            f"{name:<14} {r['deliveries_per_s']:>9.0f} {ratio:>6} {r['messages_per_s']:>8.0f}"
-            f" {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['server_cpu_us_per_delivery']:>12.2f}"
-            f" {r['lost']:>5} {r['duplicates']:>4} {r['generator_cpu_share']:>6.0%}{flag}"
+            f"{name:<16} {r['deliveries_per_s']:>9.0f}"
+            + "".join(f" {_ratio(r, ref):>6}" for ref in refs)
+            + f" {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['server_cpu_us_per_delivery']:>12.2f}"
+            f" {r['server_cpu_share']:>6.0%} {r['lost']:>5} {r['duplicates']:>4}"
+            f" {r['generator_cpu_share']:>6.0%}{flag}"
         )
     lines.append(
-        "CPU us/deliv: the server process's own CPU time per delivery, the figure that holds on"
-        " a noisy machine. generator-bound: the load generator used >= 90% of a core."
+        "x NAME: deliveries/s over that server's. CPU us/deliv: the server's own CPU time per"
+        " delivery. srv CPU, gen CPU: the share of a core the server and the load generator"
+        " used; generator-bound: the generator used >= 90% of its core."
     )
+    cap = report.get("generator_capacity")
+    if cap:
+        lines.append(
+            f"generator: {cap['generator_cpu_us_per_delivery']:.3f} us of CPU per delivery"
+            f" against its sink, so one core verifies up to"
+            f" {cap['capacity_deliveries_per_s'] / 1e6:.2f} M deliveries/s:"
+            f" {cap.get('ratio_to_fastest_python', 0):.1f} x the fastest Python server here."
+        )
+    elif report.get("generator_note"):
+        lines.append(
+            f"the Python load generator ran ({report['generator_note']}): it fills its core near"
+            " 100-300k deliveries/s, so figures above that are the generator's, not the server's."
+        )
     return "\n".join(lines)
 
 
@@ -167,7 +267,9 @@ BUS_KEYS = [
 ]
 
 
-def run_bus(rounds=3, duration=3.0, rooms=10, clients=10, window=4, size=1024, **_) -> dict:
+def run_bus(
+    rounds=3, duration=3.0, rooms=10, clients=10, window=4, size=1024, generator="auto", **_
+) -> dict:
     """Fanout without the bus, with it, and with two workers on it; a report for format_bus.
 
     The same load as run_fanout, one load-generator process. With two workers, the kernel
@@ -179,10 +281,17 @@ def run_bus(rounds=3, duration=3.0, rooms=10, clients=10, window=4, size=1024, *
     if missing:
         raise RuntimeError(f"the bus benchmark needs Redis: {missing}")
     specs = server_specs(BUS_SERVERS)
-    kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration, workers=1)
+    gen, why = choose_generator(generator)
+    kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration)
+    # No pinning here: two workers and Redis need the cores the generator leaves them.
+    load, _ = _load(
+        gen,
+        lambda server, _, cpu: native_load.run_once_native(server, **kw),
+        lambda server, _: fanout.run_once(server, workers=1, **kw),
+    )
 
     def measure(server, _):
-        r = fanout.run_once(server, **kw)
+        r = load(server, None)
         r["total_cpu_us_per_delivery"] = (
             r["server_cpu_us_per_delivery"] + r["redis_cpu_us_per_delivery"]
         )
@@ -206,6 +315,8 @@ def run_bus(rounds=3, duration=3.0, rooms=10, clients=10, window=4, size=1024, *
         "scenario": "bus",
         "params": kw,
         "rounds": rounds,
+        "generator": gen,
+        "generator_note": why,
         "cores": os.cpu_count(),
         "results": table,
     }
@@ -216,7 +327,7 @@ def format_bus(report) -> str:
     lines = [
         f"bus: fanout, {p['rooms']} rooms x {p['k']} clients, window {p['window']}, "
         f"{p['size']}-byte frames, {p['duration']} s x {report['rounds']} rounds (medians), "
-        f"{report['cores']} cores",
+        f"{report['cores']} cores, {report.get('generator', 'python')} generator",
         f"{'server':<14} {'deliv/s':>8} {'ratio':>5} {'msg/s':>7} {'p50 ms':>6} {'p99 ms':>6}"
         f" {'lost':>4} {'dup':>3} {'chatlab':>7} {'Redis':>5} {'total':>5} {'gen CPU':>7}",
     ]
@@ -249,14 +360,22 @@ IDLE_KEYS = [
 ]
 
 
-def run_idle(servers, sizes=(0, 1000, 5000, 10000), rounds=3, duration=2.0, **_) -> dict:
+def run_idle(
+    servers, sizes=(0, 1000, 5000, 10000), rounds=3, duration=2.0, generator="auto", **_
+) -> dict:
     """A ping-pong pair among each number of idle connections, per server."""
     specs = server_specs(servers)
+    gen, why = choose_generator(generator)
     if isinstance(sizes, str):
         sizes = [int(n) for n in sizes.split(",")]
     sizes = list(sizes)
     note = raise_fd_limit(max(sizes) * 2 + 256)
-    raw = alternate(specs, lambda server, n: pingpong.run_idle(server, n, duration), rounds, sizes)
+    measure, server_cpu = _load(
+        gen,
+        lambda server, n, cpu: native_load.run_idle_native(server, n, duration, cpu=cpu),
+        lambda server, n: pingpong.run_idle(server, n, duration),
+    )
+    raw = alternate(specs, measure, rounds, sizes, cpu=server_cpu)
     table = {}
     for name, by in raw.items():
         table[name] = {}
@@ -274,6 +393,8 @@ def run_idle(servers, sizes=(0, 1000, 5000, 10000), rounds=3, duration=2.0, **_)
                 row["rss_per_idle_bytes"] = (row["server_rss_bytes"] - base["server_rss_bytes"]) / n
     return {
         "scenario": "idle",
+        "generator": gen,
+        "generator_note": why,
         "sizes": sizes,
         "duration": duration,
         "rounds": rounds,
@@ -285,7 +406,7 @@ def run_idle(servers, sizes=(0, 1000, 5000, 10000), rounds=3, duration=2.0, **_)
 def format_idle(report) -> str:
     lines = [
         f"idle: one ping-pong pair + C idle connections, {report['duration']} s x "
-        f"{report['rounds']} rounds (medians)",
+        f"{report['rounds']} rounds (medians), {report.get('generator', 'python')} generator",
         f"{'server':<14} {'C':>6} {'rt/s':>8} {'p50 us':>8} {'p99 us':>8} "
         f"{'CPU us/rt':>10} {'x C=0':>6} {'RSS/idle':>9}",
     ]
@@ -309,18 +430,29 @@ def format_idle(report) -> str:
 # ------------------------------------------------------------------------------- churn
 
 
-def run_churn(servers, concurrency=8, rounds=3, duration=3.0, **_) -> dict:
+def run_churn(servers, concurrency=8, rounds=3, duration=3.0, generator="auto", **_) -> dict:
     """Connect-join-send-close at a given concurrency while a pair chats, per server."""
     specs = server_specs(servers)
-    raw = alternate(
-        specs, lambda server, _: pingpong.run_churn(server, concurrency, duration), rounds
+    gen, why = choose_generator(generator)
+    measure, server_cpu = _load(
+        gen,
+        lambda server, _, cpu: native_load.run_churn_native(server, concurrency, duration, cpu),
+        lambda server, _: pingpong.run_churn(server, concurrency, duration),
     )
-    keys = ["connections_per_s", "pair_p99_us", "server_cpu_us_per_connection"]
+    raw = alternate(specs, measure, rounds, cpu=server_cpu)
+    keys = [
+        "connections_per_s",
+        "pair_p99_us",
+        "server_cpu_us_per_connection",
+        "generator_cpu_share",
+    ]
     table = {name: medians(by[None], keys) for name, by in raw.items()}
     for name, by in raw.items():
         table[name]["errors"] = [e for r in by[None] for e in r["errors"]][:3]
     return {
         "scenario": "churn",
+        "generator": gen,
+        "generator_note": why,
         "concurrency": concurrency,
         "duration": duration,
         "rounds": rounds,
@@ -329,16 +461,21 @@ def run_churn(servers, concurrency=8, rounds=3, duration=3.0, **_) -> dict:
 
 
 def format_churn(report) -> str:
+    results = report["results"]
+    base = results.get("asyncio", {}).get("connections_per_s")
     lines = [
         f"churn: {report['concurrency']} clients at a time connect, join, send, close, while a"
-        f" pair chats; {report['duration']} s x {report['rounds']} rounds (medians)",
-        f"{'server':<14} {'conn/s':>8} {'pair p99 us':>12} {'CPU us/conn':>12}",
+        f" pair chats; {report['duration']} s x {report['rounds']} rounds (medians),"
+        f" {report.get('generator', 'python')} generator",
+        f"{'server':<16} {'conn/s':>8} {'x aio':>6} {'pair p99 us':>12} {'CPU us/conn':>12}"
+        f" {'gen CPU':>7}",
     ]
-    for name, r in report["results"].items():
+    for name, r in results.items():
         err = f"  errors: {r['errors']}" if r["errors"] else ""
+        ratio = f"{r['connections_per_s'] / base:.2f}" if base else "-"
         lines.append(
-            f"{name:<14} {r['connections_per_s']:>8.0f} {r['pair_p99_us']:>12.0f}"
-            f" {r['server_cpu_us_per_connection']:>12.1f}{err}"
+            f"{name:<16} {r['connections_per_s']:>8.0f} {ratio:>6} {r['pair_p99_us']:>12.0f}"
+            f" {r['server_cpu_us_per_connection']:>12.1f} {r['generator_cpu_share']:>6.0%}{err}"
         )
     return "\n".join(lines)
 
