@@ -972,8 +972,22 @@ class ChatServer:
             )
         elif goodbye == "notice":
             conn.out.append(encode_frame(protocol.SERVER_ROOM, protocol.notice(f"bye ({reason}).")))
-        conn.linger = self.loop.call_later(self.limits.linger_seconds, self._close, conn)
-        self._flush(conn)
+        # Discussion: the commonest disconnect is a peer's EOF with nothing left to send, and
+        # it closes right here (_half_close sees peer_eof), so the linger timer is armed only
+        # for a connection still open after this. It used to be armed first, for every one:
+        # _close() cancelled it at once, but a cancelled timer stays in the loop's heap, and
+        # holds its connection, until it is due. At 14,000 connections/s that was 28,000 dead
+        # timers, each keeping a socket, a decoder and their dicts alive for the garbage
+        # collector to walk (9% of the server's samples under perf) and the heap to sift.
+        # Churn (bench "churn", 8 at a time) went from 67.9 to 58.5 us of server CPU per
+        # connection: about 2 us of it the send of nothing (sendmsg([])) it also skips now,
+        # the rest the timers.
+        if conn.out or conn.writing:
+            self._flush(conn)  # ends in _half_close() once the kernel has taken it all
+        else:
+            self._half_close(conn)
+        if not conn.closed:
+            conn.linger = self.loop.call_later(self.limits.linger_seconds, self._close, conn)
 
     def _leave_quietly(self, conn: Connection, room: int) -> None:
         members = self._rooms.get(room)
