@@ -58,7 +58,11 @@ class Handle:
         self.cancelled = False
 
     def cancel(self) -> None:
+        # A cancelled timer stays in the loop's heap until it is due: drop its arguments now
+        # (as asyncio does), so that it does not keep what it was about (a connection and its
+        # buffers) alive meanwhile.
         self.cancelled = True
+        self._args = ()
 
     def __repr__(self) -> str:
         name = getattr(self._callback, "__qualname__", self._callback)
