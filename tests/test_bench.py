@@ -58,6 +58,7 @@ NO_BUS = shutil.which("redis-server") is None or not importlib.util.find_spec("h
     "scenario",
     [
         "loop",
+        "micro",
         "fanout",
         "idle",
         "churn",

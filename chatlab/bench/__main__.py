@@ -1,4 +1,4 @@
-"""python -m chatlab.bench SCENARIO [options]: loop, fanout, idle, churn, bus.
+"""python -m chatlab.bench SCENARIO [options]: loop, micro, fanout, idle, churn, bus.
 
 The load comes from a native generator (chatlab/bench/native/loadgen.c, built with the C
 compiler on first use; `python -m chatlab.bench.native` builds it ahead of time), or from
@@ -15,7 +15,7 @@ import sys
 
 from ..backends import available_backends
 from . import loop as loop_bench
-from . import scenarios
+from . import micro, scenarios
 
 DEFAULT_SERVERS = ",".join(
     [f"chatlab/{b}" for b in available_backends()]
@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     loop_bench.add_arguments(lp)
     lp.add_argument("--plot", help="write a PNG plot here")
 
+    mp = sub.add_parser("micro", help="decoder and event-loop costs per frame and per event")
+    mp.add_argument("--rounds", type=int, default=5)
+    mp.add_argument("--quick", action="store_true", help="a small run, in seconds")
+    mp.add_argument("--out", help="write the results as JSON here")
+
     fp = sub.add_parser("fanout", help="R rooms x K clients, each with W messages in flight")
     common(fp)
     fp.add_argument("--rooms", type=int, default=10)
@@ -86,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scenario == "loop":
         return loop_bench.main(args)
+    if args.scenario == "micro":
+        report = micro.run(rounds=1 if args.quick else args.rounds)
+        print(micro.format_micro(report))
+        scenarios.save(report, args.out)
+        return 0
     if args.quick:
         args.rounds, args.duration = 1, 1.0
         if args.scenario in ("fanout", "bus"):

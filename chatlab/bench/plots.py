@@ -51,18 +51,20 @@ def plot_fanout(report: dict):
     plt = _plt()
     names = list(report["results"])
     rows = [report["results"][n] for n in names]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(names, [r["deliveries_per_s"] for r in rows], color="tab:blue")
-    left.set_ylabel("deliveries / s (median)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.bar(names, [r["deliveries_per_s"] / 1e6 for r in rows], color="tab:blue")
+    left.set_ylabel("million deliveries / s (median)")
     left.set_title("Throughput")
     right.bar(names, [r["server_cpu_us_per_delivery"] for r in rows], color="tab:orange")
     right.set_ylabel("server CPU µs per delivery (median)")
     right.set_title("Server cost (holds on a noisy machine)")
     for ax in (left, right):
-        ax.tick_params(axis="x", rotation=30)
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
     p = report["params"]
+    generator = report.get("generator", "python")
     fig.suptitle(
-        f"fanout: {p['rooms']} rooms × {p['k']} clients, window {p['window']}, {p['size']} B frames"
+        f"fanout: {p['rooms']} rooms × {p['k']} clients, window {p['window']}, {p['size']} B"
+        f" frames; {generator} load generator"
     )
     fig.tight_layout()
     return fig
@@ -139,11 +141,19 @@ def plot_idle(report: dict):
 def plot_churn(report: dict):
     plt = _plt()
     names = list(report["results"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(names, [report["results"][n]["connections_per_s"] for n in names])
-    ax.set_ylabel("connections / s (median)")
-    ax.set_title(f"churn at concurrency {report['concurrency']}")
-    ax.tick_params(axis="x", rotation=30)
+    rows = [report["results"][n] for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    # A server whose figure the generator set (it used >= 90% of its core) is hatched.
+    hatch = ["//" if r.get("generator_cpu_share", 0) >= 0.9 else "" for r in rows]
+    left.bar(names, [r["connections_per_s"] for r in rows], hatch=hatch)
+    left.set_ylabel("connections / s (median)")
+    left.set_title("Throughput (hatched: generator-bound)")
+    right.bar(names, [r["server_cpu_us_per_connection"] for r in rows], color="tab:orange")
+    right.set_ylabel("server CPU µs per connection (median)")
+    right.set_title("Server cost")
+    for ax in (left, right):
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    fig.suptitle(f"churn: {report['concurrency']} at a time connect, join, send, close")
     fig.tight_layout()
     return fig
 

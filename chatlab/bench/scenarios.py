@@ -472,6 +472,8 @@ def format_churn(report) -> str:
     ]
     for name, r in results.items():
         err = f"  errors: {r['errors']}" if r["errors"] else ""
+        if r["generator_cpu_share"] >= 0.9:  # the generator's connect/close set the pace
+            err = " generator-bound" + err
         ratio = f"{r['connections_per_s'] / base:.2f}" if base else "-"
         lines.append(
             f"{name:<16} {r['connections_per_s']:>8.0f} {ratio:>6} {r['pair_p99_us']:>12.0f}"
