@@ -121,7 +121,9 @@ def serve(host: str, port: int, drop_every: int = 0, duplicate_every: int = 0) -
                     break
                 digits = buf[start + 5 : gt]
                 close = b"</RID:" + digits + b">"
-                end = buf.find(close, gt)
+                end = buf.find(b"<", gt)  # memchr, then the whole tag only where it may be
+                if end >= 0 and not buf.startswith(close, end):
+                    end = buf.find(close, end + 1)
                 if end < 0:
                     break
                 pos = end + len(close)

@@ -54,7 +54,9 @@ def flat_parse_us_per_frame(reads: int = 20000) -> float:
             gt = buf.find(b">", start)
             digits = buf[start + 5 : gt]
             close = b"</RID:" + digits + b">"
-            end = buf.find(close, gt)
+            end = buf.find(b"<", gt)
+            if end >= 0 and not buf.startswith(close, end):
+                end = buf.find(close, end + 1)
             if end < 0:
                 break
             pos = end + len(close)
