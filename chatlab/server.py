@@ -479,10 +479,12 @@ class ChatServer:
 
         Discussion: the commonest frame of all skips _on_frame(), which decodes the body to
         text, parses it, formats the message and encodes it again: four copies of every
-        body and about 3 us per message, paid once per 9 deliveries in a room of 10. For
-        ASCII (UTF-8 decoding and encoding change nothing) that is not a command, the bytes
-        below are exactly encode_frame(room, protocol.message(conn.name, text)); the body
-        cannot contain "</RID:" (the decoder ended it at the first one).
+        body, paid once per 9 deliveries in a room of 10 (with the decoder's one-step path,
+        skipping them took fanout 10 x 10 from 1.26 to 0.96 us of server CPU per delivery,
+        native generator). For ASCII (UTF-8 decoding and encoding change nothing) that is
+        not a command, the bytes below are exactly encode_frame(room,
+        protocol.message(conn.name, text)); the body cannot contain "</RID:" (the decoder
+        ended it at the first one).
         """
         room, body = frame
         if room in conn.rooms and body.isascii() and body[:1] != b"/":
