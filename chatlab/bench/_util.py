@@ -195,13 +195,7 @@ class ServerProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server's processes now (Linux: /proc/PID/status)."""
-        total = 0
-        for pid in self.pids:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        return sum(rss_of(pid) for pid in self.pids)
 
     def stop(self) -> None:
         """SIGTERM (a supervisor passes it on to its workers), SIGKILL after 10 s; then Redis."""
@@ -224,6 +218,15 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def rss_of(pid: int) -> int:
+    """Resident memory of one process now, in bytes (Linux: /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _cpu_of(pid: int, missing: float | None = 0.0) -> float | None:

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from ._util import _cpu_of
+from ._util import _cpu_of, rss_of
 from .native import build
 
 #: a generator process that used this share of a core was likely the one setting the pace
@@ -306,11 +306,7 @@ class SinkProcess:
         return 0.0
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return rss_of(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
