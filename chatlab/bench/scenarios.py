@@ -249,7 +249,7 @@ def format_fanout(report) -> str:
     elif report.get("generator_note"):
         lines.append(
             f"the Python load generator ran ({report['generator_note']}): it fills its core near"
-            " 100-300k deliveries/s, so figures above that are the generator's, not the server's."
+            " 100-350k deliveries/s, so figures above that are the generator's, not the server's."
         )
     return "\n".join(lines)
 
