@@ -619,6 +619,73 @@ def test_invalid_utf8_is_replaced_and_not_fatal(client):
 # ---- output buffering, statistics -----------------------------------------------------
 
 
+def test_a_run_of_messages_keeps_its_place_among_commands_and_rooms(server, client):
+    # Messages read together go out as one buffer per room (a "run", ChatServer._deliver_run).
+    # A run must never overtake what the same read causes next: a /nick, a message to another
+    # room, a /me, a join. bob, in both rooms, must see everything in the order alice sent it.
+    alice, bob = client("alice"), client("bob")
+    for room in (1, 2):
+        alice.join(room)
+        bob.join(room)
+    sync(bob)
+    frames = [
+        (1, "a1"),
+        (1, "a2"),
+        (2, "b1"),
+        (1, "a3"),
+        (1, "/nick alice2"),
+        (1, "a4"),
+        (1, "/me waves"),
+        (2, "b2"),
+        (3, ""),  # a join: bob is not there, alice's others see nothing
+        (1, "a5"),
+    ]
+    alice.send_raw(b"".join(encode_frame(room, text) for room, text in frames))
+    bob.expect("<alice2> a5", room=1)
+    lines = [(line.room, line.body) for line in bob.transcript if line.room in (1, 2)]
+    lines = lines[lines.index((1, "<alice> a1")) :]
+    assert lines == [
+        (1, "<alice> a1"),
+        (1, "<alice> a2"),
+        (2, "<alice> b1"),
+        (1, "<alice> a3"),
+        (1, "* alice is now known as alice2."),
+        (2, "* alice is now known as alice2."),
+        (1, "<alice2> a4"),
+        (1, "* alice2 waves"),
+        (2, "<alice2> b2"),
+        (1, "<alice2> a5"),
+    ]
+    stats = server.statistics()
+    assert stats.frames >= len(frames)
+
+
+def test_a_run_reaches_the_others_before_its_senders_disconnect_notice(backend):
+    # Messages, then a frame over the size limit, all in one read: the others get every
+    # message, then the notice that alice was cut off, never the other way round (and the
+    # messages are not lost with her).
+    limits = chatlab.Limits(max_frame_size=1024)
+    with serve(backend=backend, limits=limits) as server:
+        alice = ScriptedClient(server.address, nick="alice", timeout=TIMEOUT)
+        bob = ScriptedClient(server.address, nick="bob", timeout=TIMEOUT)
+        try:
+            alice.join(1)
+            bob.join(1)
+            sync(bob)
+            too_big = b"<RID:1>" + b"x" * 2000
+            alice.send_raw(encode_frame(1, "one") + encode_frame(1, "two") + too_big)
+            bob.expect("alice left room 1", room=1)
+            lines = [line.body for line in bob.transcript if line.room == 1]
+            assert lines[-3:] == [
+                "<alice> one",
+                "<alice> two",
+                "* alice left room 1 (frame larger than 1024 bytes).",
+            ]
+        finally:
+            alice.close()
+            bob.close()
+
+
 def test_many_queued_messages_arrive_whole_and_in_order(server, client):
     alice, bob = client("alice"), client("bob")
     alice.join(1)
