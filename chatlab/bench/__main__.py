@@ -19,7 +19,8 @@ from . import micro, scenarios
 
 DEFAULT_SERVERS = ",".join(
     [f"chatlab/{b}" for b in available_backends()]
-    + ["asyncio", "asyncio-coalesce", "uvloop", "uvloop-coalesce", "epoll-flat", "chatd"]
+    + ["asyncio", "asyncio-coalesce", "uvloop", "uvloop-coalesce"]
+    + ["epoll-flat-noruns", "epoll-flat", "chatd"]
 )
 
 

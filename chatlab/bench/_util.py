@@ -61,6 +61,8 @@ SERVERS = {
     # the same design in C (chatlab/bench/native/chatd.c): the machine's yardstick
     "chatd": ["--port", "0"],
     "epoll-flat": ["-m", "chatlab.bench.baseline_epoll", "--port", "0"],
+    # the same, one frame per broadcast (no runs): the design the first flat loop had
+    "epoll-flat-noruns": ["-m", "chatlab.bench.baseline_epoll", "--port", "0", "--no-runs"],
     # deliberately faulty, for the benchmark's own tests
     "faulty": [
         "-m",

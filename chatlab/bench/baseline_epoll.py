@@ -24,7 +24,9 @@ import sys
 from ..framing import encode_frame
 
 
-def serve(host: str, port: int, drop_every: int = 0, duplicate_every: int = 0) -> None:
+def serve(
+    host: str, port: int, drop_every: int = 0, duplicate_every: int = 0, runs: bool = True
+) -> None:
     listener = socket.create_server((host, port), backlog=1024)
     listener.setblocking(False)
     host, port = listener.getsockname()[:2]
@@ -159,6 +161,9 @@ def serve(host: str, port: int, drop_every: int = 0, duplicate_every: int = 0) -
                                 out[m].append(frame)
                                 dirty.add(m)
                         continue
+                    if not runs:  # --no-runs: every message on its own
+                        deliver(fd, room, [frame])
+                        continue
                     if room != run_room and run:
                         deliver(fd, run_room, run)
                         run = []
@@ -212,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     # which the load generator's exactly-once check must catch.
     parser.add_argument("--drop-every", type=int, default=0, metavar="N")
     parser.add_argument("--duplicate-every", type=int, default=0, metavar="N")
+    # One frame per broadcast, as the first flat loop did: what runs buy, measured.
+    parser.add_argument("--no-runs", action="store_true", help="deliver each message alone")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.drop_every, args.duplicate_every)
+    serve(args.host, args.port, args.drop_every, args.duplicate_every, runs=not args.no_runs)
     return 0
 
 

@@ -34,7 +34,7 @@ FANOUT_KEYS = [
     "generator_cpu_share",
 ]
 #: the servers chatlab is compared with, when they run: a ratio to each is reported
-YARDSTICKS = ("asyncio", "asyncio-coalesce", "epoll-flat", "chatd")
+YARDSTICKS = ("asyncio", "asyncio-coalesce", "epoll-flat-noruns", "epoll-flat", "chatd")
 
 
 # ------------------------------------------------------------------ generator and cores
@@ -209,14 +209,19 @@ def _ratio(row, ref) -> str:
 
 def format_fanout(report) -> str:
     p = report["params"]
-    refs = [r for r in dict.fromkeys((report["baseline"], "epoll-flat", "chatd"))]
+    refs = dict.fromkeys((report["baseline"], "epoll-flat-noruns", "epoll-flat", "chatd"))
     refs = [r for r in refs if r in report["results"]]
-    short = {"asyncio": "x aio", "epoll-flat": "x flat", "chatd": "x C"}
+    short = {
+        "asyncio": "x aio",
+        "epoll-flat-noruns": "x flat1",
+        "epoll-flat": "x flat",
+        "chatd": "x C",
+    }
     lines = [
         f"fanout: {p['rooms']} rooms x {p['k']} clients, "
         f"window {p['window']}, {p['size']}-byte frames, {p['duration']} s x "
         f"{report['rounds']} rounds (medians); {report.get('generator', 'python')} generator",
-        f"{'server':<16} {'deliv/s':>9}"
+        f"{'server':<17} {'deliv/s':>9}"
         + "".join(f" {short.get(r, 'x ' + r[:5]):>6}" for r in refs)
         + f" {'p50 ms':>7} {'p99 ms':>7} {'CPU us/deliv':>12} {'srv CPU':>7} {'lost':>5}"
         f" {'dup':>4} {'gen CPU':>7}",
@@ -227,16 +232,16 @@ def format_fanout(report) -> str:
         if bad and (r["duplicates"] or r.get("misrouted")):
             flag += f" ({r.get('misrouted', 0)} misrouted, {r.get('out_of_order', 0)} reordered)"
         lines.append(
-            f"{name:<16} {r['deliveries_per_s']:>9.0f}"
+            f"{name:<17} {r['deliveries_per_s']:>9.0f}"
             + "".join(f" {_ratio(r, ref):>6}" for ref in refs)
             + f" {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['server_cpu_us_per_delivery']:>12.2f}"
             f" {r['server_cpu_share']:>6.0%} {r['lost']:>5} {r['duplicates']:>4}"
             f" {r['generator_cpu_share']:>6.0%}{flag}"
         )
     lines.append(
-        "x NAME: deliveries/s over that server's. CPU us/deliv: the server's own CPU time per"
-        " delivery. srv CPU, gen CPU: the share of a core the server and the load generator"
-        " used; generator-bound: the generator used >= 90% of its core."
+        "x NAME: deliveries/s over that server's (flat1: epoll-flat-noruns). CPU us/deliv: the"
+        " server's own CPU time per delivery. srv CPU, gen CPU: the share of a core the server"
+        " and the load generator used; generator-bound: the generator used >= 90% of its core."
     )
     cap = report.get("generator_capacity")
     if cap:
