@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -193,3 +194,20 @@ def test_fanout_cli_with_the_python_generator_says_whose_figures_they_are(tmp_pa
     report = json.loads(out.read_text())
     assert report["generator"] == "python" and "generator_capacity" not in report
     assert "the Python load generator ran" in done.stdout
+
+
+def test_fanout_cli_without_a_c_compiler_falls_back_to_the_python_generator(tmp_path):
+    # No compiler on PATH (and no $CC): the benchmark still runs, on the Python generator,
+    # and says why; it never runs a binary it could not have built.
+    out = tmp_path / "fanout.json"
+    env = {**os.environ, "PATH": str(tmp_path), "CC": "", "CHATLAB_CACHE": str(tmp_path)}
+    args = [sys.executable, "-m", "chatlab.bench", "fanout", "--quick", "--out", str(out)]
+    args += ["--servers", "chatlab/epoll,chatd"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["generator"] == "python"
+    assert "no C compiler" in report["generator_note"]
+    assert list(report["results"]) == ["chatlab/epoll"], "chatd needs a compiler: skipped"
+    assert "skipping chatd: no C compiler" in done.stderr
+    assert "the Python load generator ran (no C compiler" in done.stdout
