@@ -1,9 +1,11 @@
 /* chatd: the chat server's design in C -- the machine's yardstick.
  *
- * This is baseline_epoll.py written in C, line for line where it can be: one epoll loop,
- * non-blocking sockets, a per-connection input buffer cut into frames, rooms as member
- * arrays, a per-member output buffer flushed with ONE send() per member per epoll pass,
- * EPOLLOUT asked for only while output remains, and one encoded frame per broadcast. It
+ * This is the design of baseline_epoll.py in C: one epoll loop, non-blocking sockets, a
+ * per-connection input buffer cut into frames, rooms as member arrays, one encoded frame per
+ * broadcast, each member's output flushed with ONE send() per member per epoll pass, and
+ * EPOLLOUT asked for only while output remains. Two differences, both the plain C way: the
+ * frame is copied into each member's output buffer (no list of references to gather with
+ * sendmsg()), and each message is delivered on its own (no runs). It
  * speaks the same subset of chatlab's protocol: a member joins a room by its first frame
  * for it ("* you entered room N; here: A, B" to the joiner, "* NAME entered room N." to
  * the others), and a non-empty body goes to every other member as "<RID:N><NAME> body".
