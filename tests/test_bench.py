@@ -166,6 +166,20 @@ def test_fanout_detects_chatd_faults(monkeypatch):
 
 
 @pytest.mark.skipif(bool(native.missing()), reason=str(native.missing()))
+def test_native_generator_sees_chatd_send_a_message_to_the_wrong_room(monkeypatch):
+    # --misroute-every: every 83rd copy carries another room's id. The native generator
+    # checks each frame's room against the receiver's and the sender's: misrouted, and lost.
+    from chatlab.bench.native_load import run_once_native
+
+    monkeypatch.setitem(SERVERS, "chatd-misroute", ["--port", "0", "--misroute-every", "83"])
+    monkeypatch.setitem(NATIVE_KINDS, "chatd-misroute", "chatd")
+    with ServerProcess("chatd-misroute") as server:
+        r = run_once_native(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
+    assert r["misrouted"] > 0, "a copy framed for another room is counted as misrouted"
+    assert r["lost"] > 0, "and the receiver never got it in its own room"
+
+
+@pytest.mark.skipif(bool(native.missing()), reason=str(native.missing()))
 def test_fanout_cli_runs_the_native_generator_and_measures_its_capacity(tmp_path):
     out = tmp_path / "fanout.json"
     args = [sys.executable, "-m", "chatlab.bench", "fanout", "--quick", "--out", str(out)]
