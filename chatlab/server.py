@@ -1053,17 +1053,17 @@ def _open_spare_fd() -> int | None:
         return None
 
 
+# Windows' sockets have no sendmsg() in Python: there the pieces are joined first.
+_SCATTER_GATHER = hasattr(socket.socket, "sendmsg")
+
+
 def _send_gathered(sock: socket.socket, chunks: list[bytes]) -> int:
     """One send of several buffers; the kernel gathers them (no join, no copy here)."""
     if len(chunks) == 1:
         return sock.send(chunks[0])
-    return sock.sendmsg(chunks)
-
-
-if not hasattr(socket.socket, "sendmsg"):  # Windows: no scatter-gather in Python's socket
-
-    def _send_gathered(sock: socket.socket, chunks: list[bytes]) -> int:  # noqa: F811
-        return sock.send(b"".join(chunks))
+    if _SCATTER_GATHER:
+        return sock.sendmsg(chunks)
+    return sock.send(b"".join(chunks))
 
 
 def _consume(out: list[bytes], sent: int) -> None:

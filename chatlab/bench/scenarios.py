@@ -181,7 +181,6 @@ def run_fanout(
         for ref in dict.fromkeys((baseline, *YARDSTICKS)):
             base = table.get(ref, {}).get("deliveries_per_s")
             row[f"ratio_to_{ref}"] = row["deliveries_per_s"] / base if base else None
-        row["ratio_to_baseline"] = row[f"ratio_to_{baseline}"]
     report = {
         "scenario": "fanout",
         "params": kw,
