@@ -211,6 +211,8 @@ def run_once_native(
         "generator_cpu_share": gen_share,
         "generator_bound": gen_share >= GENERATOR_BOUND_SHARE,
         "generator_cpu_us_per_delivery": 1e6 * part["cpu"] / max(receipts, 1),
+        # The kernel's share of that (recv and send): the floor no change to loadgen.c lowers.
+        "generator_kernel_share": part["cpu_sys"] / part["cpu"] if part["cpu"] > 0 else None,
         "generator": "native",
     }
 
@@ -342,6 +344,7 @@ def generator_capacity(duration=2.0, rooms=10, k=10, window=4, size=1024) -> dic
         "deliveries_per_s": r["deliveries_per_s"],
         "generator_cpu_share": r["generator_cpu_share"],
         "generator_cpu_us_per_delivery": us,
+        "generator_kernel_share": r["generator_kernel_share"],
         "capacity_deliveries_per_s": 1e6 / us if us > 0 else None,
         "sink_cpu_share": r["server_cpu_share"],
         "p50_ms": r["p50_ms"],

@@ -250,6 +250,11 @@ def format_fanout(report) -> str:
             f" {cap['capacity_deliveries_per_s'] / 1e6:.2f} M deliveries/s:"
             f" {cap.get('ratio_to_fastest_python', 0):.1f} x the fastest Python server here."
         )
+        if cap.get("generator_kernel_share") is not None:
+            lines.append(
+                f"  {cap['generator_kernel_share']:.0%} of the generator's CPU is the kernel's"
+                " (recv and send of the frames): a floor that no change to loadgen.c lowers."
+            )
     elif report.get("generator_note"):
         lines.append(
             f"the Python load generator ran ({report['generator_note']}): it fills its core near"
