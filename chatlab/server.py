@@ -64,7 +64,7 @@ from .loop import EventLoop
 if TYPE_CHECKING:
     from .bus import BusConfig
 
-__all__ = ["ChatServer", "Limits", "ServerStats", "main", "serve"]
+__all__ = ["ChatServer", "ConnectionInfo", "Limits", "ServerStats", "main", "serve"]
 
 logger = logging.getLogger("chatlab.server")
 
@@ -137,6 +137,20 @@ class ServerStats:
     bytes_in: int = 0
     bytes_out: int = 0
     disconnects: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One connection as ``server.connections()`` shows it (what redis's CLIENT LIST is)."""
+
+    fd: int
+    name: str  # the nick, or host:port
+    address: tuple  # the peer's (host, port)
+    rooms: tuple[int, ...]  # in the order joined
+    state: str  # "open", or how far along its way out it is
+    input_buffered: int  # bytes read but not yet a whole frame
+    output_queued: int  # bytes queued for it that its kernel has not taken
+    writing: bool  # its kernel is full: the loop watches it for write readiness
 
 
 # -------------------------------------------------------------------- connections, rooms
@@ -287,6 +301,23 @@ class ChatServer:
         # list() copies a dict in one C call, which the GIL does not interrupt.
         rooms = list(self._rooms.items())
         return {room: [c.name for c in list(members)] for room, members in rooms}
+
+    def connections(self) -> list[ConnectionInfo]:
+        """A snapshot of every connection, in the order accepted; safe from any thread."""
+        conns = list(self._conns.values())  # one C call: see rooms()
+        return [
+            ConnectionInfo(
+                fd=c.fd,
+                name=c.name,
+                address=tuple(c.address[:2]),
+                rooms=tuple(list(c.rooms)),
+                state="closed" if c.closed else "closing" if c.closing else "open",
+                input_buffered=c.decoder.buffered,
+                output_queued=c.queued_bytes(),
+                writing=c.writing,
+            )
+            for c in conns
+        ]
 
     def serve_forever(self) -> None:
         """Run the loop until shutdown() finishes; then release everything."""
