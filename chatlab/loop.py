@@ -20,6 +20,10 @@ Design notes, in the order a reader meets them:
    kqueue forget closed files by themselves, so there is nothing to report.)
 6. Statistics are plain counters, cheap enough to leave on. An optional trace hook receives
    one record per iteration; the notebooks plot it.
+7. Work that should happen once per pass, after every handler of the pass and before the loop
+   sleeps, is a *before-poll hook* (``add_before_poll``), as redis's ae.c has beforeSleep.
+   The servers' writes use it (chatlab/stream.py): every handler queues, and one hook sends
+   each stream's queue once, instead of each user keeping its own "already scheduled" flag.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class EventLoop:
         self._readers: dict[int, Handle] = {}
         self._writers: dict[int, Handle] = {}
         self._ready: deque[Handle] = deque()
+        self._before_poll: list[Callable[[], Any]] = []
         self._timers: list[TimerHandle] = []
         self._seq = itertools.count()
         self._stopping = False
@@ -318,6 +323,21 @@ class EventLoop:
         except (BlockingIOError, InterruptedError):
             pass
 
+    def add_before_poll(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` at the start of every iteration, before the loop polls (note 7).
+
+        It runs on every pass, busy or idle, so it must be cheap when it has nothing to do."""
+        self._check_open()
+        self._before_poll.append(callback)
+
+    def remove_before_poll(self, callback: Callable[[], Any]) -> bool:
+        """Stop running ``callback`` before each poll; False if it was not registered."""
+        try:
+            self._before_poll.remove(callback)
+        except ValueError:
+            return False
+        return True
+
     # -- running ------------------------------------------------------------------------
 
     def run_once(self, timeout: float | None = None) -> None:
@@ -328,6 +348,8 @@ class EventLoop:
             raise LoopRunningError("run_once() called from another thread while running")
         stats = self._stats
         start = time.monotonic()
+        for hook in self._before_poll:  # note 7: what the last pass's handlers left to do
+            self._run_hook(hook)
         # How long may we sleep? Not at all if callbacks are queued; not past the next timer.
         if self._ready:
             timeout = 0
@@ -389,6 +411,15 @@ class EventLoop:
             self._stats.errors += 1
             logger.exception("exception in callback %r", handle)
 
+    def _run_hook(self, hook: Callable[[], Any]) -> None:
+        try:
+            hook()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            self._stats.errors += 1
+            logger.exception("exception in before-poll hook %r", hook)
+
     def run_forever(self) -> None:
         """Run iterations until stop() is called (from a callback or any thread)."""
         self._check_open()
@@ -422,6 +453,7 @@ class EventLoop:
         self._writers.clear()
         self._ready.clear()
         self._timers.clear()
+        self._before_poll.clear()
         self._backend.close()
         self._wake_r.close()
         self._wake_w.close()
