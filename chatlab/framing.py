@@ -51,7 +51,7 @@ import enum
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 __all__ = [
     "CLOSED",
@@ -115,8 +115,9 @@ class Sentinel(enum.Enum):
     __str__ = __repr__  # print(NEED_DATA) shows NEED_DATA, as the REPL does
 
 
-NEED_DATA = Sentinel.NEED_DATA  # nothing complete yet: feed more bytes
-CLOSED = Sentinel.CLOSED  # end of input, and every byte has been accounted for
+# Final: the type checker then knows `event is NEED_DATA` leaves no other Sentinel.
+NEED_DATA: Final = Sentinel.NEED_DATA  # nothing complete yet: feed more bytes
+CLOSED: Final = Sentinel.CLOSED  # end of input, and every byte has been accounted for
 
 
 class Frame(NamedTuple):
@@ -277,7 +278,9 @@ class FrameDecoder:
             if self._skip_reason is not None:  # only a possible "<RID:" start is left
                 return NEED_DATA
         buf = self._buf
-        p = self._pos = _WHITESPACE.match(buf, self._pos).end()
+        blank = _WHITESPACE.match(buf, self._pos)
+        assert blank is not None  # "[...]*" matches the empty string too
+        p = self._pos = blank.end()
         if p == len(buf):
             return CLOSED if self._eof else NEED_DATA
         head = buf[p : p + len(_OPEN)]
@@ -286,7 +289,7 @@ class FrameDecoder:
             if event is not None:
                 return event
         elif not _OPEN.startswith(head):
-            return self._skip(p, p + 1, "garbage before frame")
+            return self._resync(p, "garbage before frame")
         return self._incomplete(p)
 
     def events(self) -> Iterator[Event]:
@@ -303,7 +306,8 @@ class FrameDecoder:
             # tag is searched for with the same _Search as there, so no byte is searched
             # twice (rule 6).
             buf, p = self._buf, self._pos
-            header = _HEADER.match(buf, p) if self._skip_reason is self._error is None else None
+            quiet = self._skip_reason is None and self._error is None  # not skipping, no error
+            header = _HEADER.match(buf, p) if quiet else None
             if header is None:
                 event = self.next_event()
             else:
@@ -363,7 +367,9 @@ class FrameDecoder:
         """Index of the first non-digit in buf[start:end] (or end), and whether too many."""
         # One more digit than allowed is enough to know there are too many. A regex is one
         # C call; a Python loop over the digits cost more than the rest of a short frame.
-        j = _DIGITS.match(self._buf, start, end).end()
+        digits = _DIGITS.match(self._buf, start, end)
+        assert digits is not None  # "{0,n}" matches the empty string too
+        j = digits.end()
         if j - start > MAX_ROOM_DIGITS:
             return j - 1, True
         return j, False
