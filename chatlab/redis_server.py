@@ -33,7 +33,7 @@ class RedisServer:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -48,23 +48,23 @@ class RedisServer:
             )
         for _attempt in range(5):  # a free port can be taken before redis binds it: retry
             port = self.port or _free_port(self.host)
-            self.proc = subprocess.Popen(
+            self.proc = proc = subprocess.Popen(
                 [program, "--bind", self.host, "--port", str(port), "--save", "",
                  "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            if self._wait_until_up(port, timeout):
+            if self._wait_until_up(proc, port, timeout):
                 self.port = port
                 return self
-            self.proc.kill()
-            self.proc.wait()
+            proc.kill()
+            proc.wait()
             if self.port is not None:
                 break  # a fixed port (a restart): retrying would not help
         raise RedisServerError(f"redis-server did not start on {self.host}:{self.port or port}")
 
-    def _wait_until_up(self, port: int, timeout: float) -> bool:
+    def _wait_until_up(self, proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with socket.create_connection((self.host, port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
@@ -81,20 +81,24 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL: Redis vanishes at once, as in a crash; its connections are reset."""
-        if self.running:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait()
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
     def stop(self) -> None:
-        if self.running:
-            self.proc.terminate()
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait()
+                proc.kill()
+        proc.wait()
 
     def __enter__(self) -> RedisServer:
         return self.start() if not self.running else self
