@@ -14,6 +14,7 @@ The public API, re-exported from the modules that define it:
 """
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from .backends import FD_SETSIZE, available_backends
 from .errors import (
@@ -37,8 +38,11 @@ from .scripted import ExpectTimeout, ScriptedClient
 # (PEP 562): `from chatlab import serve` and `chatlab.ChatServer` work as before.
 _LAZY = {"ChatServer": "server", "Limits": "server", "serve": "server"}
 
+if TYPE_CHECKING:  # a type checker (and an editor) still sees what they are
+    from .server import ChatServer, Limits, serve
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

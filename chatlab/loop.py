@@ -56,7 +56,7 @@ class Handle:
 
     __slots__ = ("_callback", "_args", "cancelled")
 
-    def __init__(self, callback: Callable[..., Any], args: tuple) -> None:
+    def __init__(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._callback = callback
         self._args = args
         self.cancelled = False
@@ -79,7 +79,9 @@ class TimerHandle(Handle):
 
     __slots__ = ("when", "_seq")
 
-    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple) -> None:
+    def __init__(
+        self, when: float, seq: int, callback: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
         super().__init__(callback, args)
         self.when = when
         self._seq = seq
@@ -235,7 +237,14 @@ class EventLoop:
     def _mask(self, fd: int) -> int:
         return (READ if fd in self._readers else 0) | (WRITE if fd in self._writers else 0)
 
-    def _add(self, table: dict, bit: int, fd_or_sock: Any, callback, args) -> None:
+    def _add(
+        self,
+        table: dict[int, Handle],
+        bit: int,
+        fd_or_sock: Any,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> None:
         self._check_open()
         fd = _fileno(fd_or_sock)
         old = self._mask(fd)
@@ -252,7 +261,7 @@ class EventLoop:
             self._backend.modify(fd, old | bit)
         table[fd] = Handle(callback, args)
 
-    def _remove(self, table: dict, bit: int, fd_or_sock: Any) -> bool:
+    def _remove(self, table: dict[int, Handle], bit: int, fd_or_sock: Any) -> bool:
         if self._closed:
             return False
         fd = _fileno(fd_or_sock)
