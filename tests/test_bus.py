@@ -25,7 +25,7 @@ import time
 import uuid
 
 import pytest
-from test_server_cli import REPO, ServerProcess, _env, run_cli
+from helpers import REPO, ServerProcess, child_env, free_port, read_until, run_cli, wait_for
 
 from chatlab import ScriptedClient, protocol, serve
 from chatlab.bench._util import _children
@@ -56,16 +56,6 @@ def redis():
 @pytest.fixture
 def namespace() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(condition, what: str, timeout: float = TIMEOUT) -> float:
-    """Poll condition() until true; return the seconds it took, or fail saying what."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 @pytest.fixture
@@ -255,16 +245,16 @@ def test_replayed_and_foreign_messages_are_dropped_and_counted(redis, namespace,
     channel = f"{namespace}:room:5".encode()
     with socket.create_connection(("127.0.0.1", redis.port), timeout=TIMEOUT) as spy:
         spy.sendall(b"SUBSCRIBE " + channel + b"\r\n")
-        _read_until(spy, b"subscribe")
+        read_until(spy, b"subscribe")
         bob.say(5, "once")
         alice.expect("<bob> once", room=5)
-        payload = _read_until(spy, b"once").rsplit(b"\r\n", 2)[-2]
+        payload = read_until(spy, b"once").rsplit(b"\r\n", 2)[-2]
         assert payload.endswith(b"\n<bob> once")
     # Replay B's message as is, then publish something no chatlab server wrote.
     with socket.create_connection(("127.0.0.1", redis.port), timeout=TIMEOUT) as rogue:
         for data in (payload, b"not a chatlab message"):
             rogue.sendall(_command(b"PUBLISH", channel, data))
-            _read_until(rogue, b"\r\n")
+            read_until(rogue, b"\r\n")
     wait_for(lambda: a.bus.statistics().duplicates == 1, "A to drop the replayed copy")
     wait_for(lambda: a.bus.statistics().malformed == 1, "A to ignore the foreign message")
     bob.say(5, "twice?")
@@ -274,15 +264,6 @@ def test_replayed_and_foreign_messages_are_dropped_and_counted(redis, namespace,
 
 def _command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
-def _read_until(sock: socket.socket, marker: bytes) -> bytes:
-    data = b""
-    while marker not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"Redis closed the connection; got {data!r}"
-        data += chunk
-    return data
 
 
 # ---- faults ------------------------------------------------------------------------------
@@ -380,7 +361,7 @@ def test_a_hung_redis_is_noticed_and_survived(namespace, network, clients):
 
 def test_a_server_starts_while_redis_is_down_and_joins_later(backend, namespace, clients):
     redis = RedisServer()
-    redis.port = _free_port()  # nothing listens there yet
+    redis.port = free_port()  # nothing listens there yet
     try:
         with serve(backend=backend, bus=BusConfig(redis.url, "A", namespace, ttl=3.0)) as a:
             alice, amy = clients(a, "alice"), clients(a, "amy")
@@ -406,12 +387,6 @@ def test_a_server_starts_while_redis_is_down_and_joins_later(backend, namespace,
         redis.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_killed_server_vanishes_from_who_within_its_ttl(backend, redis, namespace, network):
     ttl = 1.5
     c_server = ServerProcess(
@@ -432,9 +407,11 @@ def test_a_killed_server_vanishes_from_who_within_its_ttl(backend, redis, namesp
             alice.expect("carol entered room 6.", room=6)
             assert who(alice, 6) == {"alice", "carol"}
             c_server.proc.send_signal(signal.SIGKILL)
-            took = wait_for(
+            killed_at = time.monotonic()
+            wait_for(
                 lambda: who(alice, 6) == {"alice"}, "carol to vanish from /who", timeout=ttl + 5
             )
+            took = time.monotonic() - killed_at
             # Within the ttl of C's last heartbeat (plus the time of one /who round trip).
             assert took <= ttl + 1.0, f"carol stayed in /who {took:.2f} s after the kill"
             alice.command(6, "/servers", reply="1 server: A (this one, 1 member)")
@@ -536,7 +513,7 @@ def test_without_hiredis_the_bus_says_what_to_install():
         "sys.exit(main(['--port', '0', '--bus', 'redis://127.0.0.1:1/0']))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=_env(),
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=child_env(),
         timeout=30,
     )  # fmt: skip
     assert result.returncode == 2

@@ -3,7 +3,6 @@ Windows path (a thread feeding stdin lines), against chatlab's server and the or
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -14,12 +13,13 @@ import time
 import uuid
 
 import pytest
+from helpers import child_env, read_until, wait_for
 
 import chatlab
 from chatlab.classic import ClassicServer
 
 CLIENT = [sys.executable, "-m", "chatlab.client"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENV = child_env()
 
 
 def run_client(port, *args, input=b"", timeout=15):
@@ -151,14 +151,11 @@ def test_talks_to_the_original_server():
         )
         try:
             raw.sendall(b"<RID:111></RID:111>")
-            deadline = time.monotonic() + 5
-            while len(classic.rooms.get(b"111", ())) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(classic.rooms.get(b"111", ())) == 2, "both joined the classic room"
+            wait_for(
+                lambda: len(classic.rooms.get(b"111", ())) == 2, "both to join the classic room"
+            )
             out, err = proc.communicate(input=b"hi from chatlab\n", timeout=15)
-            received = b""
-            while b"hi from chatlab" not in received and time.monotonic() < deadline + 5:
-                received += raw.recv(4096)
+            received = read_until(raw, b"hi from chatlab")
             assert b"entered room." in received and b">hi from chatlab" in received
         finally:
             raw.close()
@@ -179,9 +176,8 @@ def test_shows_the_original_servers_plain_text():
             env=ENV,
         )
         try:
-            deadline = time.monotonic() + 5
-            while not classic.rooms.get(b"111") and time.monotonic() < deadline:
-                time.sleep(0.05)  # wait until the client's join frame was handled
+            # Until the client's join frame was handled.
+            wait_for(lambda: classic.rooms.get(b"111"), "the client to join the classic room")
             with socket.create_connection(classic.address, timeout=5) as raw:
                 raw.sendall(b"<RID:111></RID:111>")
                 time.sleep(0.2)

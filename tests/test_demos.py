@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from helpers import wait_for
 
 from chatlab import ExpectTimeout, ScriptedClient
 from chatlab.demos import BlockingServer, ThreadedServer
@@ -22,15 +23,6 @@ def server_threads(server) -> list[threading.Thread]:
     """The threads a demo server started (they are named after its kind and port)."""
     prefix = f"{server.kind}-{server.address[1]}"
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
-
-
-def wait_until(predicate, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # ------------------------------------------------------------------------ BlockingServer
@@ -93,7 +85,7 @@ def test_threaded_server_serves_everyone_at_once():
             assert server.rooms() == {111: ["alice", "bob"]}
             bob.close()
             alice.expect("bob left room 111.")
-            assert wait_until(lambda: server.rooms() == {111: ["alice"]})
+            wait_for(lambda: server.rooms() == {111: ["alice"]}, "bob to be gone from room 111")
 
 
 def test_threaded_server_has_a_thread_per_client():
@@ -106,7 +98,7 @@ def test_threaded_server_has_a_thread_per_client():
         finally:
             for client in clients:
                 client.close()
-        assert wait_until(lambda: len(server_threads(server)) == 1)
+        wait_for(lambda: len(server_threads(server)) == 1, "the client threads to end")
 
 
 def test_threaded_server_messages_do_not_interleave():
@@ -141,7 +133,7 @@ def test_threaded_server_messages_do_not_interleave():
 def test_stop_while_blocked_in_accept(cls):
     before = set(threading.enumerate())
     server = cls().start()
-    assert wait_until(lambda: len(server_threads(server)) == 1)
+    wait_for(lambda: len(server_threads(server)) == 1, "the accept() thread to start")
     started = time.monotonic()
     assert server.stop(timeout=5) is True
     assert time.monotonic() - started < 1.0
@@ -202,7 +194,7 @@ def test_threaded_server_stops_with_many_clients_connected():
     try:
         for client in clients:
             client.join(4, wait=False)
-        assert wait_until(lambda: len(server.rooms().get(4, ())) == 30)
+        wait_for(lambda: len(server.rooms().get(4, ())) == 30, "30 clients to join room 4")
         assert server.stop(timeout=5) is True
     finally:
         for client in clients:

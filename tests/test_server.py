@@ -3,8 +3,8 @@
 Every test talks to a real server over real sockets on 127.0.0.1, port 0: a server started
 with ``chatlab.serve()`` on a background thread, and ``ScriptedClient``s (or raw sockets that
 speak only the original protocol). Nothing is mocked and nothing is timed: every wait is an
-``expect()`` (or ``read_until()``/``wait_for()`` below) bounded by a timeout that fails with
-what did arrive.
+``expect()`` (or ``read_until()``/``wait_for()`` from tests/helpers.py) bounded by a timeout
+that fails with what did arrive.
 
 How a test proves that something did NOT arrive, without sleeping: ``sync(client)`` sends
 a command and waits for its reply. One connection's bytes arrive in order, and the server
@@ -19,18 +19,15 @@ import re
 import socket
 import struct
 import threading
-import time
 
 import pytest
+from helpers import read_to_eof, read_until, sync, wait_for
 
 import chatlab
 from chatlab import ScriptedClient, encode_frame, protocol, serve
 from chatlab.backends import available_backends
-from chatlab.scripted import Received
 
 TIMEOUT = 5.0
-# A room no test joins: "/who" on it is the round trip sync() waits for.
-SYNC_ROOM = 999_999_999
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -73,57 +70,9 @@ def raw(server):
         sock.close()
 
 
-def sync(c: ScriptedClient) -> list[Received]:
-    """A round trip; return the lines that arrived since the last sync (reply excluded)."""
-    start = len(c.transcript)
-    c.send(protocol.SERVER_ROOM, f"/who {SYNC_ROOM}")
-    reply = c.expect(f"room {SYNC_ROOM}: ", room=protocol.SERVER_ROOM, kind="notice")
-    end = next(i for i in range(start, len(c.transcript)) if c.transcript[i] is reply)
-    return c.transcript[start:end]
-
-
 def since(c: ScriptedClient, start: int) -> list[str]:
     """The lines a client received from transcript index ``start``, as "[room] body"."""
     return [str(line) for line in c.transcript[start:]]
-
-
-def read_until(sock: socket.socket, needle: bytes, timeout: float = TIMEOUT) -> bytes:
-    """Read a raw socket until ``needle`` arrives; fail saying what did arrive."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while needle not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"{needle!r} not received within {timeout} s; got {data!r}")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        if not chunk:
-            raise AssertionError(f"connection closed before {needle!r} arrived; got {data!r}")
-        data += chunk
-    return data
-
-
-def read_to_eof(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Read a raw socket until the server closes it; fail if it does not within timeout."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"the server did not close within {timeout} s; got {data!r}")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def assert_readable_frames(data: bytes) -> list[tuple[int, str]]:
@@ -135,18 +84,6 @@ def assert_readable_frames(data: bytes) -> list[tuple[int, str]]:
     for _, body in frames:
         assert body.isprintable(), f"unprintable body {body!r}"
     return [(int(room), body) for room, body in frames]
-
-
-def wait_for(predicate, what: str, timeout: float = TIMEOUT):
-    """Poll the server's state until predicate() is truthy; fail naming what we waited for."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def address_name(sock: socket.socket) -> str:
@@ -525,7 +462,9 @@ def test_reset_right_after_quit_releases_the_connection(backend):
             sock.close()  # SO_LINGER 0: close() sends a reset
             alice.expect(re.compile(r"left room 1 \((quit|connection reset)\)\."), room=1)
             wait_for(
-                lambda: srv.statistics().connections == 1, "the reset connection to be released"
+                lambda: srv.statistics().connections == 1,
+                "the reset connection to be released",
+                timeout=TIMEOUT,  # the bound the comment above counts on: far below 30 s
             )
             assert srv.rooms() == {1: ["alice"]}
 

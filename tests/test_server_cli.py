@@ -3,138 +3,24 @@
 Each test starts the server with ``sys.executable -m chatlab.server --port 0`` and learns the
 port from its banner on stderr ("chatlab server on HOST:PORT (backend NAME); Ctrl-C stops
 it"). A thread reads stderr line by line, so the pipe never fills and every wait for a line
-is bounded. Every process a test starts is killed in a finally (the ``launch`` fixture), and
-every wait fails with what the process did print.
+is bounded (``helpers.ServerProcess``). Every process a test starts is killed in a finally
+(the ``launch`` fixture), and every wait fails with what the process did print.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from pathlib import Path
 
 import pytest
+from helpers import BANNER, EXIT_TIMEOUT, STARTUP_TIMEOUT, ServerProcess, run_cli
 
 from chatlab import ExpectTimeout, Limits, ScriptedClient
 from chatlab.backends import BACKENDS, available_backends
-
-REPO = Path(__file__).resolve().parents[1]
-# With --bus, "(backend epoll, bus redis://... as NAME)"; tests/test_bus.py runs those.
-BANNER = re.compile(r"chatlab server on (\S+):(\d+) \(backend (\w+)(?:, [^)]*)?\); Ctrl-C stops it")
-STARTUP_TIMEOUT = 10.0
-EXIT_TIMEOUT = 10.0
-
-
-def _env() -> dict[str, str]:
-    """The environment for a child: chatlab importable from this checkout, installed or not."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    """Run the CLI to completion (for the cases where it must exit by itself)."""
-    return subprocess.run(
-        [sys.executable, "-m", "chatlab.server", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=_env(),
-    )
-
-
-class ServerProcess:
-    """A running ``python -m chatlab.server``, with its stderr read by a thread."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatlab.server", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env=_env(),
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._eof = False
-        self._cursor = 0
-        self._reader = threading.Thread(target=self._read, name="stderr-reader", daemon=True)
-        self._reader.start()
-        self.address: tuple[str, int] | None = None
-        self.backend: str | None = None
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    @property
-    def stderr(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for_line(self, pattern: str | re.Pattern, timeout: float = EXIT_TIMEOUT):
-        """The next stderr line (after the previous match) matching pattern; fail clearly."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for i in range(self._cursor, len(self.lines)):
-                    match = regex.search(self.lines[i])
-                    if match:
-                        self._cursor = i + 1
-                        return match
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    why = "stderr closed" if self._eof else f"not within {timeout} s"
-                    raise AssertionError(
-                        f"no stderr line matching {regex.pattern!r} ({why}); "
-                        f"exit code {self.proc.poll()}; stderr so far:\n" + "\n".join(self.lines)
-                    )
-                self._cond.wait(remaining)
-
-    def wait_started(self) -> tuple[str, int]:
-        match = self.wait_for_line(BANNER, timeout=STARTUP_TIMEOUT)
-        self.address = (match.group(1), int(match.group(2)))
-        self.backend = match.group(3)
-        return self.address
-
-    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int:
-        """The exit code, once the process has exited and its stderr is read to the end."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"the server did not exit within {timeout} s; stderr:\n{self.stderr}"
-            ) from None
-        self._reader.join(timeout)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._reader.join(5)
-        self.proc.stderr.close()
-
-    close = kill  # contextlib.closing(ServerProcess(...))
 
 
 @pytest.fixture
