@@ -6,13 +6,14 @@ message.
 
 How these tests stay honest and bounded:
 
-- Real sockets on 127.0.0.1, port 0, a real server on a background thread (chatlab.serve);
+- Real sockets on 127.0.0.1, port 0, a real server on a background thread (``helpers.running``);
   no mocks. Every test runs once per backend.
 - Nothing asserts speed. Every wait has a generous deadline and fails saying what it waited
   for; every load loop has a fixed count and stops by itself.
 - Load tests pace the sender against the readers (at most WINDOW messages in flight), so a
   test about a slow reader, or about resets, is never accidentally about a flooding sender.
-- Server state is read on the loop's own thread (``in_loop``): a consistent snapshot, taken
+- Server state is read through its public snapshots (``connections()``, ``rooms()``,
+  ``statistics()``) on the loop's own thread (``in_loop``): a consistent snapshot, taken
   between two handlers, never in the middle of one.
 - Clients are closed before the server stops (``running``); after it stops, the loop's
   counters must show no callback that raised and no fd closed while registered.
@@ -26,297 +27,40 @@ import os
 import random
 import re
 import socket
-import struct
 import threading
 import time
 
 import pytest
+from helpers import (
+    TIMEOUT,
+    Peer,
+    R,
+    S,
+    check_refused_for_fd_setsize,
+    connect_many,
+    connection_count,
+    errors_in_room0,
+    held_ports,
+    in_loop,
+    loop_held,
+    members,
+    paced_stream,
+    read_to_eof,
+    reset,
+    room_with_offender,
+    running,
+    sync,
+    wait_for,
+)
 
 import chatlab
 from chatlab import ScriptedClient, encode_frame
 from chatlab.backends import FD_SETSIZE
-from chatlab.framing import Frame, FrameDecoder
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None
-
-# A bound for any single wait: far above what any of them takes, so reaching it means
-# something is lost or stuck, never that the machine is slow.
-TIMEOUT = 20.0
-# Load tests: the sender never gets more than WINDOW messages ahead of the slowest reader.
-WINDOW = 300
-BATCH = 100
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def wait_until(predicate, what: str, timeout: float = TIMEOUT) -> None:
-    """Poll predicate() until it holds; fail naming ``what`` if it never does."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.001)
-
-
-def in_loop(server: chatlab.ChatServer, fn, timeout: float = TIMEOUT):
-    """Run fn() on the server's loop thread and return its result (or raise its error)."""
-    done = threading.Event()
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the test thread below
-            box["error"] = exc
-        finally:
-            done.set()
-
-    server.loop.call_soon_threadsafe(run)
-    if not done.wait(timeout):
-        pytest.fail(f"the server's loop did not run a callback within {timeout:.0f} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def members(server: chatlab.ChatServer, room: int) -> list[str]:
-    return in_loop(server, server.rooms).get(room, [])
-
-
-def connections(server: chatlab.ChatServer) -> int:
-    return in_loop(server, lambda: server.statistics().connections)
-
-
-@contextlib.contextmanager
-def running(backend: str, **kwargs):
-    """A server on ``backend`` and an ExitStack for its clients, closed before it stops."""
-    with chatlab.serve(backend=backend, **kwargs) as server:
-        with contextlib.ExitStack() as stack:
-            yield server, stack
-    # Reached only when the body passed. The server has stopped, so its counters are final.
-    assert server._stopped.is_set(), "the server did not stop within its linger bound"
-    stats = server.loop.statistics()
-    assert stats.errors == 0, f"{stats.errors} server callback(s) raised; see the log"
-    assert stats.dropped_fds == 0, "the server closed a socket that was still registered"
-
-
-def errors_in_room0(client: ScriptedClient) -> list[str]:
-    return [line.body for line in client.transcript if line.room == 0 and line.kind == "error"]
-
-
-def sync(client: ScriptedClient, room: int) -> None:
-    """Round trip: once /who answers, the server has handled all that client sent before."""
-    client.command(room, f"/who {room}", reply=re.compile(rf"room {room}: "))
-
-
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER on and a zero timeout: the kernel sends RST instead of FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-class Peer:
-    """A raw client whose own thread reads and decodes everything the server sends.
-
-    ``frames`` is [(room, body)] in arrival order. The socket's timeout is set once and
-    never changed, so the test thread may send while the reader thread receives (a
-    ScriptedClient reads only when asked, and changes its timeout to do so).
-    """
-
-    def __init__(self, address, nick: str | None = None, *, rcvbuf=None, read=True) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            if rcvbuf is not None:
-                # Before connect(), so the window the peer is offered is small from the start.
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            self.sock.settimeout(TIMEOUT)
-            self.sock.connect(tuple(address))
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException:
-            self.sock.close()
-            raise
-        self.nick = nick
-        self.frames: list[tuple[int | None, str]] = []
-        self.eof = False
-        self._thread: threading.Thread | None = None
-        if read:
-            self.start_reading()
-        if nick:
-            try:
-                self.send(0, f"/nick {nick}")
-                if read:
-                    self.wait_for(f"you are now known as {nick}.", room=0)
-            except BaseException:
-                self.close()
-                raise
-
-    def start_reading(self) -> None:
-        self._thread = threading.Thread(target=self._read, daemon=True, name=f"peer-{self}")
-        self._thread.start()
-
-    def _read(self) -> None:
-        decoder = FrameDecoder(max_frame_size=16 * 1024 * 1024)
-        while True:
-            try:
-                data = self.sock.recv(1 << 16)
-            except TimeoutError:
-                continue  # nothing for a while: keep waiting until EOF or close()
-            except OSError:
-                data = b""  # reset: as good as EOF for a reader
-            decoder.receive_data(data)
-            for event in decoder.events():
-                if isinstance(event, Frame):
-                    self.frames.append((event.room, event.text))
-                else:  # the server never sends a broken frame; keep it where a test sees it
-                    self.frames.append((None, repr(event)))
-            if not data:
-                self.eof = True
-                return
-
-    def send(self, room: int, body: str | bytes) -> None:
-        self.sock.sendall(encode_frame(room, body))
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def join(self, room: int) -> None:
-        self.send(room, "")
-        self.wait_for(f"you entered room {room};", room=room)
-
-    def wait_for(self, text: str, *, room: int | None = None, timeout: float = TIMEOUT) -> int:
-        """Index of the first frame (of ``room``) whose body contains ``text``; waits for it."""
-        checked = 0
-
-        def found() -> bool:
-            nonlocal checked
-            frames = self.frames
-            while checked < len(frames):
-                r, body = frames[checked]
-                if (room is None or r == room) and text in body:
-                    return True
-                checked += 1
-            return False
-
-        wait_until(found, f"{self} to receive {text!r}", timeout)
-        return checked
-
-    def messages(self, room: int, sender: str) -> list[str]:
-        """The texts of chat messages from ``sender`` in ``room``, in arrival order."""
-        prefix = f"<{sender}> "
-        return [b[len(prefix) :] for r, b in self.frames if r == room and b.startswith(prefix)]
-
-    def close(self) -> None:
-        # shutdown() wakes our reader thread (its recv() returns b""); only then close the
-        # fd, so the thread can never read from a new socket that reused the number.
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(TIMEOUT)
-        self.sock.close()
-
-    def __enter__(self) -> Peer:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<Peer {self.nick or '?'}>"
-
-
-def paced_stream(
-    sender: Peer,
-    room: int,
-    texts: list[str],
-    readers: list[Peer],
-    on_batch=None,
-    window: int = WINDOW,
-    batch: int = BATCH,
-) -> None:
-    """Send texts to room in batches, never more than ``window`` ahead of the slowest reader.
-
-    Progress is counted in frames received (a few notices make it look a little ahead,
-    which only relaxes the pace a little); the final checks count the messages themselves.
-    """
-    base = [len(r.frames) for r in readers]
-    for start in range(0, len(texts), batch):
-        chunk = texts[start : start + batch]
-        sender.send_raw(b"".join(encode_frame(room, text) for text in chunk))
-        sent = start + len(chunk)
-        wait_until(
-            lambda sent=sent: all(
-                len(r.frames) - b >= sent - window for r, b in zip(readers, base, strict=True)
-            ),
-            f"the readers to keep up ({sent} sent)",
-        )
-        if on_batch is not None:
-            on_batch(sent)
-
-
-def connect_many(
-    server: chatlab.ChatServer, n: int, stack: contextlib.ExitStack, *, rcvbuf: int | None = None
-):
-    """Open n raw connections; return (kept, refused) as the server decided.
-
-    On select, a connection whose server-side fd would be >= FD_SETSIZE is refused with a
-    reason; the others are kept. We ask the server which client ports it holds.
-    """
-    before = in_loop(server, lambda: server.statistics().accepted)
-    socks = []
-    for _ in range(n):
-        sock = stack.enter_context(socket.socket())
-        if rcvbuf is not None:  # before connect(), so the window offered is small from the start
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.settimeout(TIMEOUT)
-        sock.connect(tuple(server.address))
-        socks.append(sock)
-    wait_until(
-        lambda: server.statistics().accepted >= before + n, f"the server to accept {n} clients"
-    )
-    held = in_loop(server, lambda: {c.address[1] for c in server._conns.values()})
-    kept = [s for s in socks if s.getsockname()[1] in held]
-    refused = [s for s in socks if s.getsockname()[1] not in held]
-    return kept, refused
-
-
-def read_until_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    """Everything a socket receives until the server closes it (bounded by TIMEOUT)."""
-    sock.settimeout(TIMEOUT)
-    data = bytearray()
-    while len(data) < limit:
-        try:
-            chunk = sock.recv(1 << 16)
-        except ConnectionError:
-            break
-        except TimeoutError:
-            pytest.fail(f"the server did not close the connection; got {bytes(data[-200:])!r}")
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
-
-
-FD_REFUSAL = re.compile(
-    rb"<RID:0>! server cannot take more connections: "
-    rb"select\(\) cannot watch fd (\d+) \(FD_SETSIZE is %d\); "
-    rb"use --backend poll or epoll</RID:0>" % FD_SETSIZE
-)
-
-
-def check_refused_for_fd_setsize(backend: str, refused: list[socket.socket]) -> None:
-    """select refuses fds past FD_SETSIZE with a reason; poll and epoll refuse nobody."""
-    if backend != "select":
-        assert refused == [], f"{backend} has no fd ceiling, yet refused {len(refused)}"
-        return
-    for sock in refused:
-        data = read_until_eof(sock)
-        match = FD_REFUSAL.fullmatch(data)
-        assert match, f"a refused client got {data!r}, not the FD_SETSIZE reason"
-        assert int(match.group(1)) >= FD_SETSIZE
 
 
 # -------------------------------------------------- 1. split, coalesced, interleaved frames
@@ -372,8 +116,6 @@ def test_split_coalesced_and_interleaved_frames_reach_their_rooms_in_order(backe
 
 # ------------------------------------------------------------------------ 2. bad input
 
-R, S = 700, 800  # the pair's room (mallory is in it too), and carol's
-
 # (id, bad bytes, reason, bytes skipped): each is followed by a good frame for room R.
 SKIPPED = [
     ("garbage", b"garbage!", "garbage before frame", 8),
@@ -410,26 +152,6 @@ SKIPPED = [
 ]
 
 
-@contextlib.contextmanager
-def room_with_offender(backend, **kwargs):
-    """alice and bob chat in room R, carol in room S, mallory (the offender) is in R."""
-    with running(backend, **kwargs) as (server, stack):
-        alice, bob, carol, mallory = (
-            stack.enter_context(ScriptedClient(server.address, nick=nick))
-            for nick in ("alice", "bob", "carol", "mallory")
-        )
-        alice.join(R)
-        bob.join(R)
-        carol.join(S)
-        mallory.join(R)
-        yield server, alice, bob, carol, mallory
-        # The pair keeps chatting, both ways, whatever mallory did.
-        alice.say(R, "still here?")
-        bob.expect("<alice> still here?", room=R)
-        bob.say(R, "still here.")
-        alice.expect("<bob> still here.", room=R)
-
-
 @pytest.mark.parametrize(
     "bad, reason, skipped", [case[1:] for case in SKIPPED], ids=[case[0] for case in SKIPPED]
 )
@@ -440,7 +162,7 @@ def test_bad_bytes_are_skipped_with_the_reason_and_the_next_frame_is_delivered(
         mallory.send_raw(bad + encode_frame(R, "after"))
         bob.expect("<mallory> after", room=R)
         alice.expect("<mallory> after", room=R)
-        sync(mallory, R)
+        sync(mallory)
         # However TCP cut the input, the reasons are the same and the counts add up.
         lines = errors_in_room0(mallory)
         counts = []
@@ -463,7 +185,7 @@ def test_a_frame_inside_a_broken_one_goes_to_its_own_room(backend):
         bob.expect("<mallory> after", room=R)
         alice.expect("<mallory> after", room=R)
         carol.expect("<mallory> there", room=S)
-        sync(mallory, R)
+        sync(mallory)
         assert errors_in_room0(mallory) == [
             "! skipped 11 bytes: mismatched closing tag <\\/RID:800> for <RID:700>"
         ]
@@ -475,7 +197,7 @@ def test_an_opening_tag_inside_a_body_is_text(backend):
     with room_with_offender(backend) as (server, alice, bob, carol, mallory):
         mallory.send_raw(b"<RID:700>a<RID:800>b</RID:700>")
         bob.expect("<mallory> a<RID:800>b", room=R)
-        sync(mallory, R)
+        sync(mallory)
         assert errors_in_room0(mallory) == []
         assert carol.messages() == []
 
@@ -484,7 +206,7 @@ def test_whitespace_between_frames_is_ignored_silently(backend):
     with room_with_offender(backend) as (server, alice, bob, carol, mallory):
         mallory.send_raw(b"\r\n \t" + encode_frame(R, "one") + b"\r\n" + encode_frame(R, "two"))
         bob.expect("<mallory> two", room=R)
-        sync(mallory, R)
+        sync(mallory)
         assert errors_in_room0(mallory) == []
         assert bob.messages(R) == ["<mallory> one", "<mallory> two"]
 
@@ -495,12 +217,12 @@ def test_a_flood_of_garbage_is_skipped_as_it_comes_and_costs_no_memory(backend):
         mallory.send_raw(garbage)
         # Not one byte of it can start a frame, so the decoder keeps at most a tail that
         # might still become "<RID:" (4 bytes), however much garbage arrives.
-        sync(mallory, R)
-        held = in_loop(server, lambda: max(c.decoder.buffered for c in server._conns.values()))
+        sync(mallory)
+        held = max(c.input_buffered for c in in_loop(server, server.connections))
         assert held <= 4
         mallory.send(R, "after")
         bob.expect("<mallory> after", room=R)
-        sync(mallory, R)
+        sync(mallory)
         lines = errors_in_room0(mallory)
         assert all(re.fullmatch(r"! skipped \d+ bytes: garbage before frame", x) for x in lines)
         assert sum(int(x.split()[2]) for x in lines) == len(garbage)
@@ -520,7 +242,7 @@ def test_an_unknown_command_gets_an_error_in_its_room(backend):
     with room_with_offender(backend) as (server, alice, bob, carol, mallory):
         mallory.send(R, "/frobnicate now")
         mallory.expect("! unknown command /frobnicate; try /help", room=R, kind="error")
-        sync(mallory, R)
+        sync(mallory)
         assert bob.messages() == [] and errors_in_room0(mallory) == []
 
 
@@ -529,7 +251,7 @@ def test_invalid_utf8_is_replaced_not_fatal(backend):
         mallory.send_raw(b"<RID:700>caf\xe9 \xff\xfe ok \xf0\x9f\x98\x80</RID:700>")
         line = bob.expect("<mallory> caf", room=R)
         assert line.text == "caf\ufffd \ufffd\ufffd ok \U0001f600"
-        sync(mallory, R)
+        sync(mallory)
         assert errors_in_room0(mallory) == []
 
 
@@ -611,7 +333,7 @@ def test_a_1mib_frame_within_raised_limits_is_delivered_whole(backend):
         for member in (alice, bob):
             line = member.expect("<mallory> 0000000,", room=R)
             assert line.text.encode() == body
-        sync(mallory, R)
+        sync(mallory)
         assert errors_in_room0(mallory) == []
         assert carol.messages() == []
 
@@ -655,7 +377,7 @@ def test_a_client_that_never_reads_is_cut_off_and_the_readers_lose_nothing(backe
         slow = stack.enter_context(Peer(server.address, rcvbuf=4096, read=False))
         slow.send(0, "/nick slow")
         slow.send(room, "")
-        wait_until(lambda: "slow" in members(server, room), "slow to join")
+        wait_for(lambda: "slow" in members(server, room), "slow to join")
 
         # Memory stays bounded: the server's only per-client memory that grows with what
         # others send is each connection's output buffer, and the limit is on exactly that.
@@ -666,16 +388,14 @@ def test_a_client_that_never_reads_is_cut_off_and_the_readers_lose_nothing(backe
         def sample(sent):
             nonlocal peak
             if sent % 1000 < window // 3:
-                peak = max(
-                    peak,
-                    in_loop(server, lambda: max(c.queued_bytes() for c in server._conns.values())),
-                )
+                snapshot = in_loop(server, server.connections)
+                peak = max(peak, max(c.output_queued for c in snapshot))
 
         paced_stream(
             sender, room, texts, readers, on_batch=sample, window=window, batch=window // 3
         )
         for reader in readers:
-            wait_until(
+            wait_for(
                 lambda reader=reader: len(reader.messages(room, "sender")) >= count,
                 f"{reader} to receive all {count} messages",
             )
@@ -687,14 +407,14 @@ def test_a_client_that_never_reads_is_cut_off_and_the_readers_lose_nothing(backe
         # Now it reads: what the kernel held for it, in order and without a gap (the rest
         # was dropped with its buffer), then the reason, then EOF.
         slow.start_reading()
-        wait_until(lambda: slow.eof, "the server to close the slow client")
+        wait_for(lambda: slow.eof, "the server to close the slow client")
         got = slow.messages(room, "sender")
         assert 0 < len(got) < count and got == texts[: len(got)]
         assert slow.frames[-1] == (0, f"! disconnected: {reason}")
         # The server half-closed (FIN) and waits for ours before close(), so that its reason
         # is never lost to a reset; a client closes when it reads EOF.
         slow.close()
-        wait_until(lambda: connections(server) == 3, "the server to let the slow client go")
+        wait_for(lambda: connection_count(server) == 3, "the server to let the slow client go")
 
 
 # ---------------------------------------------------------- 5. resets mid-broadcast
@@ -713,7 +433,7 @@ def test_100_clients_reset_in_the_middle_of_a_broadcast(backend):
         assert not refused
         for sock in victims:
             sock.sendall(encode_frame(room, ""))
-        wait_until(lambda: len(members(server, room)) == 3 + victims_n, "100 victims to join")
+        wait_for(lambda: len(members(server, room)) == 3 + victims_n, "100 victims to join")
 
         failures: list[BaseException] = []
 
@@ -741,12 +461,12 @@ def test_100_clients_reset_in_the_middle_of_a_broadcast(backend):
                 resetter.join(TIMEOUT)
         assert not failures, f"resetting failed: {failures[0]!r}"
         for reader in readers:
-            wait_until(
+            wait_for(
                 lambda reader=reader: len(reader.messages(room, "sender")) >= count,
                 f"{reader} to receive all {count} messages",
             )
             assert reader.messages(room, "sender") == texts
-        wait_until(lambda: connections(server) == 3, "the server to drop the 100 reset clients")
+        wait_for(lambda: connection_count(server) == 3, "the server to drop the 100 reset clients")
         assert sum(server.statistics().disconnects.values()) == victims_n
         assert len(members(server, room)) == 3
         # Still serving: a newcomer chats with the readers.
@@ -756,27 +476,6 @@ def test_100_clients_reset_in_the_middle_of_a_broadcast(backend):
 
 
 # ---------------------------------------------------- 5b. many cut off at the same moment
-
-
-@contextlib.contextmanager
-def loop_held(server: chatlab.ChatServer):
-    """Keep the server's loop busy in one callback for the with block.
-
-    What arrives meanwhile is all waiting when the loop wakes up, so its next pass reads
-    a full recv() from each ready client: how a busy server meets a burst, made certain.
-    """
-    release, holding = threading.Event(), threading.Event()
-
-    def hold():
-        holding.set()
-        release.wait(TIMEOUT)
-
-    server.loop.call_soon_threadsafe(hold)
-    try:
-        assert holding.wait(TIMEOUT), "the server's loop never ran our callback"
-        yield
-    finally:
-        release.set()
 
 
 @pytest.mark.slow
@@ -802,7 +501,7 @@ def test_a_room_of_300_stalled_members_cut_off_at_once(backend):
         assert not refused
         for sock in stalled:
             sock.sendall(encode_frame(room, ""))
-        wait_until(lambda: len(members(server, room)) == n + 1, f"{n} members to join")
+        wait_for(lambda: len(members(server, room)) == n + 1, f"{n} members to join")
         # Tiny frames, fewer than one recv() takes, that queue more than the limit for
         # every member: "<RID:55>123</RID:55>" goes out as "<RID:55><sender> 123</RID:55>".
         burst = b"".join(encode_frame(room, f"{i}") for i in range(3000))
@@ -811,19 +510,19 @@ def test_a_room_of_300_stalled_members_cut_off_at_once(backend):
         with loop_held(server):
             sender.send_raw(burst)
         kind = reason.partition(":")[0]
-        wait_until(
+        wait_for(
             lambda: server.statistics().disconnects.get(kind) == n, f"the server to cut off all {n}"
         )
         assert server.statistics().disconnects == {kind: n}
         assert members(server, room) == ["sender"]
         for sock in stalled:
             sock.close()  # the server waits for our FIN (or its linger) before close()
-        wait_until(lambda: connections(server) == 3, "the server to close all of them")
+        wait_for(lambda: connection_count(server) == 3, "the server to close all of them")
 
         def lefts() -> int:
             return sum(1 for r, b in sender.frames if r == room and b.endswith(f"({reason})."))
 
-        wait_until(lambda: lefts() >= n, f"the sender to see {n} leave notices")
+        wait_for(lambda: lefts() >= n, f"the sender to see {n} leave notices")
         assert lefts() == n
         alice.say(room + 1, "unaffected")
         bob.expect("<alice> unaffected", room=room + 1)
@@ -836,7 +535,7 @@ def test_a_half_closed_client_is_heard_and_still_gets_what_was_queued(backend):
     with room_with_offender(backend) as (server, alice, bob, carol, mallory):
         for i in range(5):
             bob.say(R, f"for mallory {i}")
-        sync(bob, R)  # all five are queued for mallory now
+        sync(bob)  # all five are queued for mallory now
         for i in range(3):
             mallory.say(R, f"last words {i}")
         mallory.sock.shutdown(socket.SHUT_WR)
@@ -875,7 +574,7 @@ def test_500_half_frames_do_not_hold_up_a_chatting_pair(backend):
         assert members(server, room) == ["alice", "bob"]
         for sock in stalled:
             sock.close()
-        wait_until(lambda: connections(server) == 2, "the server to drop the 500 half frames")
+        wait_for(lambda: connection_count(server) == 2, "the server to drop the 500 half frames")
         alice.say(room, "done")
         bob.expect("<alice> done", room=room)
         assert not any("never finished" in line.body for line in bob.transcript)
@@ -936,7 +635,7 @@ def test_random_protocol_bytes_on_many_connections_never_reach_a_pair(backend, c
         # Half-close: the server reads every byte up to EOF, then lets each fuzzer go.
         for sock in fuzzers:
             sock.shutdown(socket.SHUT_WR)
-        wait_until(lambda: connections(server) == 2, "the server to finish with the fuzzers")
+        wait_for(lambda: connection_count(server) == 2, "the server to finish with the fuzzers")
         bob.wait_for(f"<alice> a{said - 1:03d}", room=room)
         alice.wait_for(f"<bob> b{said - 1:03d}", room=room)
         assert bob.messages(room, "alice") == [f"a{i:03d}" for i in range(said)]
@@ -974,17 +673,17 @@ def test_1000_simultaneous_clients(backend):
             # The test process holds the client ends, so the server's fds pass 1024 quickly:
             # those past it are told why and closed, the others are served.
             assert refused, "on select, some of 1000 connections must pass FD_SETSIZE"
-            fds = in_loop(server, lambda: [c.fd for c in server._conns.values()])
+            fds = [c.fd for c in in_loop(server, server.connections)]
             assert max(fds) < FD_SETSIZE
         check_refused_for_fd_setsize(backend, refused)
-        assert connections(server) == len(kept)
+        assert connection_count(server) == len(kept)
         assert server.statistics().refused == len(refused)
 
         where = {}
         for i, sock in enumerate(kept):
             where[sock] = rooms[i % len(rooms)]
             sock.sendall(encode_frame(where[sock], ""))
-        wait_until(
+        wait_for(
             lambda: sum(len(m) for m in in_loop(server, server.rooms).values()) == len(kept),
             f"{len(kept)} clients to join",
         )
@@ -993,7 +692,7 @@ def test_1000_simultaneous_clients(backend):
             speakers.setdefault(where[sock], sock)
         for room, sock in speakers.items():
             sock.sendall(encode_frame(room, f"hello room {room}"))
-        names = in_loop(server, lambda: {c.address[1]: c.name for c in server._conns.values()})
+        names = {c.address[1]: c.name for c in in_loop(server, server.connections)}
         for sock in kept:
             room = where[sock]
             speaker = speakers[room]
@@ -1011,7 +710,7 @@ def test_1000_simultaneous_clients(backend):
                 data += chunk
         for sock in kept + refused:
             sock.close()
-        wait_until(lambda: connections(server) == 0, "the server to drop 1000 clients")
+        wait_for(lambda: connection_count(server) == 0, "the server to drop 1000 clients")
         # And it goes on serving: a fresh pair chats.
         alice = stack.enter_context(ScriptedClient(server.address, nick="alice"))
         bob = stack.enter_context(ScriptedClient(server.address, nick="bob"))
@@ -1101,9 +800,9 @@ def test_no_socket_is_left_open_after_a_busy_session(backend):
             big = clients.enter_context(socket.create_connection(server.address, timeout=TIMEOUT))
             with contextlib.suppress(OSError):
                 big.sendall(b"<RID:1>" + b"q" * 100_000)
-            assert read_until_eof(big).endswith(b"frame larger than 65536 bytes</RID:0>")
+            assert read_to_eof(big).endswith(b"frame larger than 65536 bytes</RID:0>")
             peers[10].wait_for("<p29> round 9 from 19", room=2)
-        wait_until(lambda: connections(server) == 0, "the server to drop every client")
+        wait_for(lambda: connection_count(server) == 0, "the server to drop every client")
     assert open_fds() == baseline, "a socket (or the loop's own fds) outlived the server"
 
 
@@ -1148,17 +847,17 @@ def test_out_of_file_descriptors_the_server_says_so_and_keeps_serving(backend):
                 now = server.statistics()
                 return now.accepted - before.accepted + now.refused - before.refused
 
-            wait_until(lambda: handled() == n, f"the server to handle {n} clients")
+            wait_for(lambda: handled() == n, f"the server to handle {n} clients")
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         stats = server.statistics()
         assert stats.accepted - before.accepted == room_for
         assert stats.refused - before.refused == n - room_for
-        held = in_loop(server, lambda: {c.address[1] for c in server._conns.values()})
+        held = held_ports(server)
         for sock in clients:
             if sock.getsockname()[1] not in held:
                 reason = "! server out of file descriptors; try again later"
-                assert read_until_eof(sock) == encode_frame(0, reason)
+                assert read_to_eof(sock) == encode_frame(0, reason)
         alice.say(9, "still serving")
         bob.expect("<alice> still serving", room=9)
         late = stack.enter_context(ScriptedClient(server.address, nick="late"))
@@ -1175,7 +874,7 @@ def test_the_client_over_max_connections_is_told_why_and_the_others_go_on(backen
             stack.enter_context(ScriptedClient(server.address, nick=f"c{i}")) for i in range(5)
         ]
         sixth = stack.enter_context(socket.create_connection(server.address, timeout=TIMEOUT))
-        assert read_until_eof(sixth) == encode_frame(0, "! server full (5 connections)")
+        assert read_to_eof(sixth) == encode_frame(0, "! server full (5 connections)")
         for client in clients:
             client.join(3)
         clients[0].say(3, "five is enough")
