@@ -24,10 +24,12 @@ ALLOW_ROOT = $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 lab: $(STAMP)
 	cd notebooks && $(abspath $(VENV))/bin/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) 00-start-here.ipynb
 
-## make test: lint, then every test (all backends available here).
+## make test: lint, type-check (mypy, configured in pyproject.toml), then every test (all
+# backends available here).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## make server: the chat server on epoll, in the foreground.
