@@ -69,6 +69,20 @@ def wait_for(predicate, what: str, timeout: float = TIMEOUT):
         pause = min(pause * 1.5, 0.01)
 
 
+def run_until(loop: chatlab.EventLoop, predicate, *, max_iterations=100, timeout=0.5) -> None:
+    """Drive a loop that no thread runs, one iteration at a time, until predicate() holds.
+
+    Bounded twice: at most ``max_iterations`` iterations of at most ``timeout`` s each, so a
+    loop that wakes up again and again without making progress fails as surely as one that
+    never wakes up.
+    """
+    for _ in range(max_iterations):
+        if predicate():
+            return
+        loop.run_once(timeout)
+    assert predicate(), f"condition not reached after {max_iterations} iterations"
+
+
 def in_loop(server: chatlab.ChatServer, fn, timeout: float = TIMEOUT):
     """Run fn() on the server's loop thread and return its result (or raise its error).
 

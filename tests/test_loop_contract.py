@@ -13,6 +13,7 @@ import socket
 import threading
 
 import pytest
+from helpers import run_until
 
 import chatlab
 from chatlab import EventLoop
@@ -31,15 +32,6 @@ def as_key(request):
     if request.param == "socket":
         return lambda sock: sock
     return lambda sock: sock.fileno()
-
-
-def run_until(loop, predicate, *, max_iterations=100, timeout=0.5):
-    """Run iterations until predicate() holds; fail with what we know if it never does."""
-    for _ in range(max_iterations):
-        if predicate():
-            return
-        loop.run_once(timeout)
-    assert predicate(), f"condition not reached after {max_iterations} iterations"
 
 
 # ------------------------------------------------------------------------- readiness

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from helpers import run_until
 
 from chatlab import EventLoop
 from chatlab.stream import (
@@ -58,14 +59,6 @@ def read_exactly(sock: socket.socket, n: int) -> bytes:
         assert chunk, f"EOF after {len(data)} of {n} bytes"
         data += chunk
     return data
-
-
-def run_until(loop: EventLoop, condition, passes: int = 200) -> None:
-    for _ in range(passes):
-        if condition():
-            return
-        loop.run_once(0.02)
-    raise AssertionError("condition not reached within the bound")
 
 
 class SendCounter:
