@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from .errors import BusError, ChatlabError
+from .stream import Stream, WriteBatch
 
 __all__ = ["BusConfig", "BusError", "BusStats", "RedisBus", "parse_redis_url"]
 
@@ -118,26 +119,35 @@ def parse_redis_url(url: str) -> tuple[str, int, int, str | None]:
 class _RedisConnection:
     """One non-blocking RESP connection on an EventLoop (design notes 1-4).
 
-    ``on_push`` receives what a subscribed connection is sent; otherwise each reply goes to
-    the callback queued with its command. ``on_lost(reason)`` is called once, on any failure.
+    Its writes are a chatlab.stream.Stream's, as a chat client's are. ``on_push`` receives
+    what a subscribed connection is sent; otherwise each reply goes to the callback queued
+    with its command. ``on_lost(reason)`` is called once, on any failure.
     """
 
-    def __init__(self, loop, where, hiredis, on_lost, on_push=None) -> None:
+    def __init__(self, loop, where, hiredis, batch: WriteBatch, on_lost, on_push=None) -> None:
         self.loop = loop
         self._hiredis = hiredis
         self._reader = hiredis.Reader()
         self._on_lost = on_lost
         self._on_push = on_push
         self._pending: deque = deque()  # one callback (or None) per command sent
-        self._out = bytearray()
-        self._writing = False
-        self._flush_scheduled = False
+        self._early: list[bytes] = []  # commands queued before the connection is up
         self.connected = False
         self.closed = False
         family, address = where  # resolved already: see RedisBus.__init__
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.stream = Stream(
+            loop,
+            self.sock,
+            batch,
+            max_queued=MAX_BUS_BUFFER,
+            on_lost=lambda _, reason: self.lose(reason),
+            on_overflow=lambda _: self.lose(
+                f"Redis is not reading: over {MAX_BUS_BUFFER} bytes queued"
+            ),
+        )
         err = self.sock.connect_ex(address)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             self.sock.close()
@@ -150,14 +160,15 @@ class _RedisConnection:
             raise
 
     def command(self, *args, callback: Callable | None = None) -> None:
-        """Queue one command; ``callback(reply)`` gets its reply (or a ConnectionError)."""
-        self._out += self._hiredis.pack_command(args)
+        """Queue one command; ``callback(reply)`` gets its reply (or a ConnectionError).
+
+        Everything queued in one loop pass goes out in one send (design note 4)."""
+        packed = self._hiredis.pack_command(args)
         self._pending.append(callback)
-        if len(self._out) > MAX_BUS_BUFFER:
-            self.lose(f"Redis is not reading: over {MAX_BUS_BUFFER} bytes queued")
-        elif self.connected and not self._writing and not self._flush_scheduled:
-            self._flush_scheduled = True  # one send() per loop pass, like the server's
-            self.loop.call_soon(self._flush)
+        if self.connected:
+            self.stream.write(packed)
+        else:
+            self._early.append(packed)
 
     def _on_connect(self) -> None:
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -167,26 +178,9 @@ class _RedisConnection:
         self.loop.remove_writer(self.sock)
         self.connected = True
         self.loop.add_reader(self.sock, self._on_readable)
-        self._flush()
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.closed or not self._out:
-            return
-        try:
-            sent = self.sock.send(self._out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self.lose(exc.strerror.lower() if exc.strerror else str(exc))
-            return
-        del self._out[:sent]
-        if self._out and not self._writing:
-            self._writing = True
-            self.loop.add_writer(self.sock, self._flush)
-        elif not self._out and self._writing:
-            self._writing = False
-            self.loop.remove_writer(self.sock)
+        for packed in self._early:
+            self.stream.write(packed)
+        self._early = []
 
     def _on_readable(self) -> None:
         try:
@@ -235,17 +229,13 @@ class _RedisConnection:
     def close(self, *, flush: bool = False) -> None:
         if self.closed:
             return
-        if flush and self.connected and self._out:
+        self.closed = True
+        if flush and self.connected and self.stream.out:
             # A last best-effort write (a goodbye to Redis): a few hundred bytes to a
             # local socket go straight into the kernel's buffer, without blocking.
-            try:
-                self.sock.send(self._out)
-            except OSError:
-                pass
-        self.closed = True
-        self.loop.remove_reader(self.sock)
-        self.loop.remove_writer(self.sock)
-        self.sock.close()
+            self.stream.on_lost = None
+            self.stream.flush()
+        self.stream.abort()  # unregisters and closes the socket; what is queued is dropped
 
 
 # -------------------------------------------------------------------------------- the bus
@@ -309,6 +299,7 @@ class RedisBus:
         self._answered = [0.0, 0.0]  # loop.time() of the last reply on each connection
         self._backoff = BACKOFF_FIRST
         self._timer = None  # the next heartbeat or reconnect
+        self._batch = WriteBatch(loop)  # both connections' writes, once per loop pass
         self._connect()
 
     # -- public -------------------------------------------------------------------------
@@ -403,6 +394,7 @@ class RedisBus:
         for conn in (self._cmd, self._sub):
             if conn is not None:
                 conn.close(flush=True)
+        self._batch.close()
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -415,9 +407,9 @@ class RedisBus:
         self._ready = 0
         where = (self._family, self.address)
         try:
-            self._cmd = _RedisConnection(self.loop, where, self._hiredis, self._lost)
+            self._cmd = _RedisConnection(self.loop, where, self._hiredis, self._batch, self._lost)
             self._sub = _RedisConnection(
-                self.loop, where, self._hiredis, self._lost, on_push=self._on_push
+                self.loop, where, self._hiredis, self._batch, self._lost, on_push=self._on_push
             )
         except (OSError, ChatlabError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
