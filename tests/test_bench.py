@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from chatlab.bench import fanout, native, pingpong, scenarios
+from chatlab.bench import native, python_load, scenarios
 from chatlab.bench._util import NATIVE_KINDS, SERVERS, ServerProcess, _cpu_of, uvloop_available
 
 pytestmark = pytest.mark.skipif(
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_fanout_counts_every_delivery_exactly_once_on_chatlab():
     with ServerProcess("chatlab", "epoll") as server:
-        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
+        r = python_load.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
     assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0
     assert r["deliveries_per_s"] > 0
     # Every message reaches the k - 1 other members of its room: 3 deliveries per message.
@@ -32,23 +32,23 @@ def test_fanout_counts_every_delivery_exactly_once_on_chatlab():
 def test_fanout_detects_lost_and_duplicated_messages():
     # A server that drops every 97th copy and sends every 89th twice: the benchmark must say so.
     with ServerProcess("faulty") as server:
-        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
+        r = python_load.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
     assert r["lost"] > 0, "a dropped copy is never received: counted as lost"
     assert r["duplicates"] > 0, "a copy received twice is counted as a duplicate"
 
 
 def test_idle_pair_round_trips_and_select_refusal():
     with ServerProcess("chatlab", "epoll") as server:
-        r = pingpong.run_idle(server, idle=50, duration=0.3)
+        r = python_load.run_idle(server, idle=50, duration=0.3)
     assert not r["refused"] and r["round_trips_per_s"] > 0 and r["p99_us"] >= r["p50_us"]
     with ServerProcess("chatlab", "select") as server:
-        r = pingpong.run_idle(server, idle=1100, duration=0.3)
+        r = python_load.run_idle(server, idle=1100, duration=0.3)
     assert r["refused"], "select cannot hold 1,100 connections; the benchmark reports it"
 
 
 def test_churn_counts_connections():
     with ServerProcess("chatlab", "epoll") as server:
-        r = pingpong.run_churn(server, concurrency=2, duration=0.5)
+        r = python_load.run_churn(server, concurrency=2, duration=0.5)
     assert r["connections_per_s"] > 0 and not r["errors"]
 
 
@@ -110,7 +110,7 @@ def test_workers2_counts_the_cpu_of_both_workers():
         assert len(workers) == 2, "the supervisor's two children are the servers measured"
         before = [_cpu_of(pid) for pid in workers]
         # 16 clients: the chance that the kernel's hash puts them all on one worker is 2^-15
-        r = fanout.run_once(server, rooms=4, k=4, window=2, size=200, duration=0.5)
+        r = python_load.run_once(server, rooms=4, k=4, window=2, size=200, duration=0.5)
         after = [_cpu_of(pid) for pid in workers]
         redis = server.redis
     assert r["lost"] == 0 and r["duplicates"] == 0
@@ -125,7 +125,7 @@ NO_CHATD = native.missing()
 @pytest.mark.skipif(NO_CHATD is not None, reason=f"chatd cannot be built here: {NO_CHATD}")
 def test_chatd_delivers_exactly_once_and_stops_cleanly():
     with ServerProcess("chatd") as server:
-        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
+        r = python_load.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
     assert server.label == "chatd"
     assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0
     assert r["deliveries_per_s"] == pytest.approx(3 * r["messages_per_s"], rel=0.05)
@@ -147,7 +147,7 @@ def test_asyncio_coalescing_delivers_exactly_once(kind):
     # Frames queued per member and written once per loop pass must still all arrive, once,
     # in order.
     with ServerProcess(kind) as server:
-        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
+        r = python_load.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5)
     assert r["lost"] == 0 and r["duplicates"] == 0 and r["out_of_order"] == 0
     assert r["deliveries_per_s"] == pytest.approx(3 * r["messages_per_s"], rel=0.05)
     assert server.proc.returncode == 0, "SIGTERM stops the asyncio baseline cleanly"
@@ -160,7 +160,7 @@ def test_fanout_detects_chatd_faults(monkeypatch):
     monkeypatch.setitem(SERVERS, "chatd-faulty", faulty)
     monkeypatch.setitem(NATIVE_KINDS, "chatd-faulty", "chatd")
     with ServerProcess("chatd-faulty") as server:
-        r = fanout.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
+        r = python_load.run_once(server, rooms=2, k=4, window=2, size=200, duration=0.5, drain=1.0)
     assert r["lost"] > 0, "a dropped copy is never received: counted as lost"
     assert r["duplicates"] > 0, "a copy received twice is counted as a duplicate"
 

@@ -1,7 +1,7 @@
 """The native load generator (``native/loadgen.c``), driven from Python.
 
-Same scenarios as fanout.py and pingpong.py, same rules, same result keys; only the process
-that makes the load changes. The Python generator fills its own core at about 100,000
+Same loads as python_load.py, same rules, same result keys; only the process that makes
+the load changes. The Python generator fills its own core at about 100,000
 deliveries/s, so any server faster than that was measured at the generator's speed. The C
 one costs a fraction of a microsecond of CPU per delivery (``generator_capacity()`` measures
 how much, against ``loadgen sink``, a relay that does nothing else), so a figure it produces
@@ -186,7 +186,7 @@ def _us(seconds: float | None) -> float | None:
 def run_once_native(
     server, rooms=10, k=10, window=4, size=1024, duration=3.0, drain=10.0, cpu=None
 ) -> dict:
-    """One fanout measurement with the native generator: fanout.run_once's keys, plus
+    """One fanout measurement with the native generator: python_load.run_once's keys, plus
     misrouted and the generator's own CPU per delivery."""
     options = dict(rooms=rooms, clients=k, window=window, size=size, duration=duration)
     options["drain"] = drain
@@ -221,7 +221,7 @@ def run_once_native(
 
 
 def run_idle_native(server, idle: int, duration: float = 2.0, cpu=None) -> dict:
-    """pingpong.run_idle with the native generator: C idle connections, then the pair."""
+    """python_load.run_idle with the native generator: C idle connections, then the pair."""
     part, server_cpu, _, rss = _run(
         server, "idle", dict(idle=idle, duration=duration), cpu, duration + 120
     )
@@ -242,7 +242,7 @@ def run_idle_native(server, idle: int, duration: float = 2.0, cpu=None) -> dict:
 
 
 def run_churn_native(server, concurrency: int = 8, duration: float = 2.0, cpu=None) -> dict:
-    """pingpong.run_churn with the native generator: N connection slots and the pair."""
+    """python_load.run_churn with the native generator: N connection slots and the pair."""
     part, server_cpu, _, _ = _run(
         server, "churn", dict(concurrency=concurrency, duration=duration), cpu, duration + 60
     )

@@ -18,7 +18,7 @@ import os
 import sys
 
 from ..backends import available_backends
-from . import fanout, native, native_load, pingpong
+from . import native, native_load, python_load
 from ._util import BUS_KINDS, ServerProcess, median, raise_fd_limit, uvloop_available
 
 FANOUT_KEYS = [
@@ -167,7 +167,7 @@ def run_fanout(
     measure, server_cpu = _load(
         gen,
         lambda server, _, cpu: native_load.run_once_native(server, cpu=cpu, **kw),
-        lambda server, _: fanout.run_once(server, workers=workers, **kw),
+        lambda server, _: python_load.run_once(server, workers=workers, **kw),
     )
     raw = alternate(specs, measure, rounds, cpu=server_cpu)
     table = {name: medians(by[None], FANOUT_KEYS) for name, by in raw.items()}
@@ -296,7 +296,7 @@ def run_bus(
     load, _ = _load(
         gen,
         lambda server, _, cpu: native_load.run_once_native(server, **kw),
-        lambda server, _: fanout.run_once(server, workers=1, **kw),
+        lambda server, _: python_load.run_once(server, workers=1, **kw),
     )
 
     def measure(server, _):
@@ -382,7 +382,7 @@ def run_idle(
     measure, server_cpu = _load(
         gen,
         lambda server, n, cpu: native_load.run_idle_native(server, n, duration, cpu=cpu),
-        lambda server, n: pingpong.run_idle(server, n, duration),
+        lambda server, n: python_load.run_idle(server, n, duration),
     )
     raw = alternate(specs, measure, rounds, sizes, cpu=server_cpu)
     table = {}
@@ -446,7 +446,7 @@ def run_churn(servers, concurrency=8, rounds=3, duration=3.0, generator="auto", 
     measure, server_cpu = _load(
         gen,
         lambda server, _, cpu: native_load.run_churn_native(server, concurrency, duration, cpu),
-        lambda server, _: pingpong.run_churn(server, concurrency, duration),
+        lambda server, _: python_load.run_churn(server, concurrency, duration),
     )
     raw = alternate(specs, measure, rounds, cpu=server_cpu)
     keys = [
