@@ -155,9 +155,10 @@ class Connections:
                 logger.info("accept failed: %s", exc)
                 continue
             self.stats.accepted += 1
-            self._add(sock, address)
+            self.add(sock, address)
 
-    def _add(self, sock: socket.socket, address) -> None:
+    def add(self, sock: socket.socket, address) -> Connection | None:
+        """Serve a connected socket (accepted, or handed to us); None if it was refused."""
         sock.setblocking(False)
         with contextlib.suppress(OSError):
             # Chat lines are small and latency matters: do not let Nagle hold them back.
@@ -166,16 +167,17 @@ class Connections:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.kernel_send_buffer)
         if len(self.by_fd) >= self.limits.max_connections:
             self._refuse(sock, f"server full ({self.limits.max_connections} connections)")
-            return
+            return None
         conn = Connection(self, sock, address, self.limits)
         try:
             self.loop.add_reader(sock, self._on_readable, conn)
         except RegistrationError as exc:
             # select() cannot watch this fd: tell the client why and go on serving the rest.
             self._refuse(sock, f"server cannot take more connections: {exc}")
-            return
+            return None
         self.by_fd[conn.fd] = conn
         logger.info("connection from %s (fd %d)", conn.name, conn.fd)
+        return conn
 
     def _refuse(self, sock: socket.socket, reason: str) -> None:
         self.stats.refused += 1
