@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from chatlab.bench import native, python_load, scenarios
+from chatlab.bench import bus, native, python_load
+from chatlab.bench.__main__ import SCENARIOS
 from chatlab.bench._util import NATIVE_KINDS, SERVERS, ServerProcess, _cpu_of, uvloop_available
 
 pytestmark = pytest.mark.skipif(
@@ -55,18 +56,19 @@ def test_churn_counts_connections():
 NO_BUS = shutil.which("redis-server") is None or not importlib.util.find_spec("hiredis")
 
 
+def test_every_scenario_is_registered_once_in_the_cli_order():
+    # One table: the subcommands, their order in --help, and the module that owns each.
+    assert list(SCENARIOS) == ["loop", "micro", "fanout", "idle", "churn", "bus"]
+    for name, scenario in SCENARIOS.items():
+        assert scenario.name == name
+        assert scenario.run.__module__ == f"chatlab.bench.{name}", "a scenario is one module"
+
+
+NEEDS = {"bus": pytest.mark.skipif(NO_BUS, reason="the bus needs redis-server and hiredis")}
+
+
 @pytest.mark.parametrize(
-    "scenario",
-    [
-        "loop",
-        "micro",
-        "fanout",
-        "idle",
-        "churn",
-        pytest.param(
-            "bus", marks=pytest.mark.skipif(NO_BUS, reason="the bus needs redis-server and hiredis")
-        ),
-    ],
+    "scenario", [pytest.param(name, marks=NEEDS.get(name, ())) for name in SCENARIOS]
 )
 def test_cli_quick_runs_and_writes_json(scenario, tmp_path):
     out = tmp_path / f"{scenario}.json"
@@ -88,7 +90,7 @@ def test_bus_scenario_delivers_exactly_once_across_workers_and_counts_cpu():
     pytest.importorskip("hiredis", reason="the bus needs hiredis: pip install 'chatlab[redis]'")
     if shutil.which("redis-server") is None:
         pytest.skip("the bus needs redis-server (Debian: apt-get install redis-server)")
-    report = scenarios.run_bus(rounds=1, duration=0.5, rooms=2, clients=4, window=2, size=200)
+    report = bus.run(rounds=1, duration=0.5, rooms=2, clients=4, window=2, size=200)
     results = report["results"]
     assert list(results) == ["chatlab/epoll", "chatlab-bus", "workers2"]
     for name, r in results.items():

@@ -22,6 +22,7 @@ import time
 
 from ..framing import FrameDecoder, encode_frame
 from ..loop import EventLoop
+from .runner import Scenario
 
 
 def _frames(count: int = 4, size: int = 1024) -> bytes:
@@ -101,6 +102,12 @@ def dispatch_us_per_event(ready: int = 100, passes: int = 2000) -> tuple[float, 
     return 1e6 * ours / (passes * ready), 1e6 * flat / (passes * ready)
 
 
+def add_arguments(parser) -> None:
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a small run, in seconds")
+    parser.add_argument("--out", help="write the results as JSON here")
+
+
 def run(rounds: int = 5) -> dict:
     samples = {"decoder": [], "flat_parse": [], "loop_dispatch": [], "flat_dispatch": []}
     for _ in range(rounds):
@@ -116,7 +123,7 @@ def run(rounds: int = 5) -> dict:
     }
 
 
-def format_micro(report: dict) -> str:
+def format_report(report: dict) -> str:
     r = report["results"]
     lines = [
         f"micro: per-message costs, medians of {report['rounds']} rounds, us",
@@ -129,3 +136,12 @@ def format_micro(report: dict) -> str:
             f"   flat epoll loop   {r['flat_dispatch']:.2f}"
         )
     return "\n".join(lines)
+
+
+SCENARIO = Scenario(
+    name="micro",
+    help="decoder and event-loop costs per frame and per event",
+    add_arguments=add_arguments,
+    run=lambda args: run(rounds=1 if args.quick else args.rounds),
+    format=format_report,
+)
