@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from .errors import BusError, ChatlabError
+from .loop import TimerHandle
 from .stream import Stream, WriteBatch
 
 __all__ = ["BusConfig", "BusError", "BusStats", "RedisBus", "parse_redis_url"]
@@ -271,7 +272,8 @@ class RedisBus:
         # name is resolved once, here, before the loop runs; every reconnect reuses it.
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            family, *_, self.address = infos[0]
+            family, *_, address = infos[0]
+            self.address: tuple = address
         except socket.gaierror as exc:
             raise BusError(f"cannot resolve the Redis host {host!r}: {exc.strerror}") from exc
         self._family = family
@@ -298,9 +300,21 @@ class RedisBus:
         self._leaving = False
         self._answered = [0.0, 0.0]  # loop.time() of the last reply on each connection
         self._backoff = BACKOFF_FIRST
-        self._timer = None  # the next heartbeat or reconnect
+        self._timer: TimerHandle | None = None  # the next heartbeat or reconnect
         self._batch = WriteBatch(loop)  # both connections' writes, once per loop pass
         self._connect()
+
+    @property
+    def _commands(self) -> _RedisConnection:
+        """The connection for commands: there is one from the first _connect() on."""
+        assert self._cmd is not None, "the bus is used before it connected"
+        return self._cmd
+
+    @property
+    def _subscriber(self) -> _RedisConnection:
+        """The subscribed connection, likewise."""
+        assert self._sub is not None, "the bus is used before it connected"
+        return self._sub
 
     # -- public -------------------------------------------------------------------------
 
@@ -315,7 +329,7 @@ class RedisBus:
             self._stats.dropped += 1
             return
         payload = f"{self.id} {self._seq}\n{body}".encode()
-        self._cmd.command(b"PUBLISH", self._channel_prefix + str(room).encode(), payload)
+        self._commands.command(b"PUBLISH", self._channel_prefix + str(room).encode(), payload)
         self._stats.published += 1
 
     def member_changed(self, name: str, rooms: list[int] | None) -> None:
@@ -323,9 +337,9 @@ class RedisBus:
         if not self.up or self._leaving:
             return  # written in full on reconnect; or we are leaving and deleted it all
         if rooms:
-            self._cmd.command(b"HSET", self._key("server"), name, " ".join(map(str, rooms)))
+            self._commands.command(b"HSET", self._key("server"), name, " ".join(map(str, rooms)))
         else:
-            self._cmd.command(b"HDEL", self._key("server"), name)
+            self._commands.command(b"HDEL", self._key("server"), name)
 
     def network(self, callback: Callable[[list | None], None]) -> None:
         """Read the other live servers: ``callback([(name, {member: [rooms]}), ...])``.
@@ -359,18 +373,18 @@ class RedisBus:
                     callback(self._read_network(replies))
 
             for server_id in others:
-                self._cmd.command(
+                self._commands.command(
                     b"GET",
                     self._key("alive", server_id),
                     callback=lambda r, s=server_id: on_reply(s, r),
                 )
-                self._cmd.command(
+                self._commands.command(
                     b"HGETALL",
                     self._key("server", server_id),
                     callback=lambda r, s=server_id: on_reply(s, r),
                 )
 
-        self._cmd.command(b"SMEMBERS", self._servers_key, callback=on_ids)
+        self._commands.command(b"SMEMBERS", self._servers_key, callback=on_ids)
 
     def leave(self) -> None:
         """Say goodbye: delete our keys now, so /who elsewhere stops listing our members.
@@ -378,8 +392,8 @@ class RedisBus:
         The server calls this when it shuts down, before publishing its members' leave
         notices: whoever sees a notice and asks /who then finds the member gone."""
         if self.up and not self._leaving:
-            self._cmd.command(b"DEL", self._key("server"), self._key("alive"))
-            self._cmd.command(b"SREM", self._servers_key, self.id)
+            self._commands.command(b"DEL", self._key("server"), self._key("alive"))
+            self._commands.command(b"SREM", self._servers_key, self.id)
         self._leaving = True
 
     def close(self) -> None:
@@ -418,9 +432,9 @@ class RedisBus:
         for conn in (self._cmd, self._sub):
             if password:
                 conn.command(b"AUTH", password, callback=self._check_reply)
-        self._cmd.command(b"SELECT", db, callback=self._on_cmd_ready)
+        self._commands.command(b"SELECT", db, callback=self._on_cmd_ready)
         # The subscribed connection's replies all go to _on_push, the ack included.
-        self._sub.command(b"PSUBSCRIBE", self._channel_prefix + b"*")
+        self._subscriber.command(b"PSUBSCRIBE", self._channel_prefix + b"*")
         # A Redis that is stopped, or cut off without a reset, still lets the kernel accept
         # our connection, and then never answers: give the set-up a deadline.
         self._timer = self.loop.call_later(self.config.ttl, self._no_answer)
@@ -436,7 +450,7 @@ class RedisBus:
     def _on_cmd_ready(self, reply) -> None:
         if isinstance(reply, Exception):
             if isinstance(reply, self._hiredis.ReplyError):
-                self._cmd.lose(f"Redis refused SELECT: {reply}")
+                self._commands.lose(f"Redis refused SELECT: {reply}")
             return
         self._one_ready()
 
@@ -449,12 +463,13 @@ class RedisBus:
         self._backoff = BACKOFF_FIRST
         self._stats.connects += 1
         self._stats.last_error = None
-        self._timer.cancel()  # the set-up deadline
+        if self._timer is not None:
+            self._timer.cancel()  # the set-up deadline
         self._answered = [self.loop.time()] * 2  # last reply on the command, sub connections
-        self._cmd.command(b"DEL", self._key("server"))
+        self._commands.command(b"DEL", self._key("server"))
         members = self._members()
         for name, rooms in members.items():
-            self._cmd.command(b"HSET", self._key("server"), name, " ".join(map(str, rooms)))
+            self._commands.command(b"HSET", self._key("server"), name, " ".join(map(str, rooms)))
         self._beat()
         logger.info("bus up: %s as %s", self.config.url, self.id)
         self._on_status(True, f"connected to {self.config.url}")
@@ -472,14 +487,14 @@ class RedisBus:
         if silent > self.config.ttl:
             self._lost(f"Redis did not answer for {silent:.1f} s")
             return
-        self._cmd.command(b"PING", callback=self._on_pong)
-        self._sub.command(b"PING")  # a subscribed connection's PONG comes to _on_push
+        self._commands.command(b"PING", callback=self._on_pong)
+        self._subscriber.command(b"PING")  # a subscribed connection's PONG comes to _on_push
         ttl_ms = int(self.config.ttl * 1000)
-        self._cmd.command(b"SADD", self._servers_key, self.id)
-        self._cmd.command(b"SET", self._key("alive"), self.name, b"PX", ttl_ms)
-        self._cmd.command(b"PEXPIRE", self._key("server"), ttl_ms)
+        self._commands.command(b"SADD", self._servers_key, self.id)
+        self._commands.command(b"SET", self._key("alive"), self.name, b"PX", ttl_ms)
+        self._commands.command(b"PEXPIRE", self._key("server"), ttl_ms)
         # Forget servers whose keys expired (killed, or cut off): /who stops asking them.
-        self._cmd.command(b"SMEMBERS", self._servers_key, callback=self._prune)
+        self._commands.command(b"SMEMBERS", self._servers_key, callback=self._prune)
         self._timer = self.loop.call_later(self.config.ttl / 3, self._beat)
 
     def _on_pong(self, reply) -> None:
@@ -492,7 +507,7 @@ class RedisBus:
         for raw in ids:
             server_id = raw.decode()
             if server_id != self.id:
-                self._cmd.command(
+                self._commands.command(
                     b"EXISTS",
                     self._key("alive", server_id),
                     callback=lambda r, s=server_id: self._forget(s, r),
@@ -500,7 +515,7 @@ class RedisBus:
 
     def _forget(self, server_id: str, exists) -> None:
         if exists == 0 and self.up:
-            self._cmd.command(b"SREM", self._servers_key, server_id)
+            self._commands.command(b"SREM", self._servers_key, server_id)
             self._last_seq.pop(server_id, None)
 
     def _lost(self, reason: str) -> None:
@@ -529,7 +544,7 @@ class RedisBus:
 
     def _on_push(self, reply) -> None:
         if isinstance(reply, Exception):
-            self._sub.lose(f"Redis refused us: {reply}")
+            self._subscriber.lose(f"Redis refused us: {reply}")
             return
         if not isinstance(reply, list):
             return  # +OK to AUTH

@@ -222,7 +222,7 @@ class Connections:
         # member and one pass over the room for all of them, instead of one per message.
         # The run is delivered before anything else this member's frames cause (a command,
         # a join, an error, a disconnect), so every member still sees everything in order.
-        run_room, run = 0, []
+        run_room, run = 0, list[bytes]()
         for event in conn.decoder.events():
             if type(event) is Frame:
                 self.stats.frames += 1

@@ -92,8 +92,9 @@ class Rooms:
         rooms = list(member.rooms)
         for room in rooms:
             self.leave(member, room)
-        if member.nick and self._nicks.get(member.nick.lower()) is member:
-            del self._nicks[member.nick.lower()]
+        nick = member.nick
+        if nick and self._nicks.get(nick.lower()) is member:
+            del self._nicks[nick.lower()]
         return rooms
 
     def clear(self) -> None:

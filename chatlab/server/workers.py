@@ -98,11 +98,12 @@ def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
     while any(proc.poll() is None for proc in workers) or not stopping:
         for i, proc in enumerate(workers):
             code = proc.poll()
-            if code is None or stopping or restarts[i] is None:
+            recent = restarts[i]
+            if code is None or stopping or recent is None:
                 continue
             now = time.monotonic()
-            restarts[i] = [t for t in restarts[i] if now - t < RESTART_WINDOW] + [now]
-            if len(restarts[i]) > RESTART_BUDGET:
+            recent = restarts[i] = [t for t in recent if now - t < RESTART_WINDOW] + [now]
+            if len(recent) > RESTART_BUDGET:
                 print(f"chatlab: worker {i + 1} keeps exiting; not restarting it", file=sys.stderr)
                 restarts[i] = None
                 continue
