@@ -15,11 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from typing import overload
 
 try:
     import resource
 except ImportError:  # Windows
-    resource = None
+    resource = None  # type: ignore[assignment]
 
 
 def raise_fd_limit(needed: int) -> str | None:
@@ -160,6 +162,7 @@ class ServerProcess:
         Raw reads with select(), not readline(): a server that hangs silently must not hang
         the benchmark. What is read past the ready line is kept in ``last_lines``.
         """
+        assert self.proc is not None and self.proc.stderr is not None  # started, stderr=PIPE
         fd, pending = self.proc.stderr.fileno(), b""
         while time.monotonic() < deadline:
             readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
@@ -184,6 +187,7 @@ class ServerProcess:
         raise RuntimeError(f"{self.label} did not start: {said or '(it said nothing)'}")
 
     def _drain_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:
             self.last_lines.append(line)
 
@@ -193,7 +197,9 @@ class ServerProcess:
 
     def redis_cpu_seconds(self) -> float:
         """The same for its redis-server (every thread of it); 0 for a server without one."""
-        return _cpu_of(self.redis.proc.pid) if self.redis is not None else 0.0
+        if self.redis is None or self.redis.proc is None:
+            return 0.0
+        return _cpu_of(self.redis.proc.pid)
 
     def rss_bytes(self) -> int:
         """Resident memory of the server's processes now (Linux: /proc/PID/status)."""
@@ -231,6 +237,10 @@ def rss_of(pid: int) -> int:
     return 0
 
 
+@overload
+def _cpu_of(pid: int, missing: float = 0.0) -> float: ...
+@overload
+def _cpu_of(pid: int, missing: None) -> float | None: ...
 def _cpu_of(pid: int, missing: float | None = 0.0) -> float | None:
     """User + system CPU seconds of one process (all its threads); ``missing`` if it is gone.
 
@@ -276,15 +286,27 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[k]
 
 
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values that are not None; None if there are none."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def ms(seconds: float | None) -> float | None:
+    """Seconds to milliseconds; None (no sample: nothing was delivered) stays None."""
+    return None if seconds is None else 1e3 * seconds
+
+
+def us(seconds: float | None) -> float | None:
+    """Seconds to microseconds; None stays None."""
+    return None if seconds is None else 1e6 * seconds
 
 
 def _get_each(queue, procs, timeout: float) -> list:
     """One value from ``queue`` per process; a process that died without one fails at once
     (its traceback is on stderr) rather than after the whole timeout."""
-    values, deadline = [], time.monotonic() + timeout
+    values: list = []
+    deadline = time.monotonic() + timeout
     while len(values) < len(procs):
         try:
             values.append(queue.get(timeout=0.2))

@@ -70,11 +70,11 @@ def run(
     gen, why = choose_generator(generator)
     kw = dict(rooms=rooms, k=clients, window=window, size=size, duration=duration)
     # No pinning here: two workers and Redis need the cores the generator leaves them.
-    measure_load, _ = load(
+    measure_load = load(
         gen,
         lambda server, _, cpu: native_load.run_once_native(server, **kw),
         lambda server, _: python_load.run_once(server, workers=1, **kw),
-    )
+    )[0]
 
     def measure(server, _):
         r = measure_load(server, None)
@@ -85,7 +85,7 @@ def run(
 
     raw = alternate(specs, measure, rounds)
     table = {name: medians(by[None], BUS_KEYS) for name, by in raw.items()}
-    for (kind, _), (name, by) in zip(specs, raw.items(), strict=True):
+    for (kind, _backend), (name, by) in zip(specs, raw.items(), strict=True):
         row = table[name]
         row["bus"] = kind in BUS_KINDS
         row["processes"] = 2 if kind == "workers2" else 1

@@ -133,8 +133,8 @@ def _ratio(row, ref) -> str:
 
 def format_report(report) -> str:
     p = report["params"]
-    refs = dict.fromkeys((report["baseline"], "epoll-flat-noruns", "epoll-flat", "chatd"))
-    refs = [r for r in refs if r in report["results"]]
+    wanted = (report["baseline"], "epoll-flat-noruns", "epoll-flat", "chatd")
+    refs = [r for r in dict.fromkeys(wanted) if r in report["results"]]
     short = {
         "asyncio": "x aio",
         "epoll-flat-noruns": "x flat1",

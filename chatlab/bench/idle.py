@@ -60,7 +60,7 @@ def run(
         lambda server, n: python_load.run_idle(server, n, duration),
     )
     raw = alternate(specs, measure, rounds, sizes, cpu=server_cpu)
-    table = {}
+    table: dict[str, dict] = {}
     for name, by in raw.items():
         table[name] = {}
         for n, samples in by.items():

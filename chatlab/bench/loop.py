@@ -78,7 +78,7 @@ def _never() -> None:
 
 def run(backends, sizes, iterations, rounds, progress=None):
     """{backend: {idle: median seconds per iteration or None}}; progress: a terminal stream"""
-    samples = {be: {n: [] for n in sizes} for be in backends}
+    samples: dict[str, dict[int, list]] = {be: {n: [] for n in sizes} for be in backends}
     total = len(sizes) * rounds * len(backends)
     done = 0
     for n in sizes:

@@ -109,7 +109,12 @@ def add_arguments(parser) -> None:
 
 
 def run(rounds: int = 5) -> dict:
-    samples = {"decoder": [], "flat_parse": [], "loop_dispatch": [], "flat_dispatch": []}
+    samples: dict[str, list] = {
+        "decoder": [],
+        "flat_parse": [],
+        "loop_dispatch": [],
+        "flat_dispatch": [],
+    }
     for _ in range(rounds):
         samples["decoder"].append(decoder_us_per_frame())
         samples["flat_parse"].append(flat_parse_us_per_frame())

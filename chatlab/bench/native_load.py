@@ -26,8 +26,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from typing import IO, NoReturn
 
-from ._util import _cpu_of, rss_of
+from ._util import _cpu_of, ms, rss_of, us
 from .native import build
 
 #: a generator process that used this share of a core was likely the one setting the pace
@@ -64,6 +65,9 @@ class NativeLoad:
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both PIPE
+        self._stdin: IO[bytes] = self.proc.stdin
+        self._stdout: IO[bytes] = self.proc.stdout
 
     # -- the protocol ----------------------------------------------------------------------
 
@@ -77,8 +81,8 @@ class NativeLoad:
     def go(self) -> None:
         """Start the measurement."""
         try:
-            self.proc.stdin.write(b"GO\n")
-            self.proc.stdin.close()
+            self._stdin.write(b"GO\n")
+            self._stdin.close()
         except BrokenPipeError:
             self._fail("exited before GO")
 
@@ -107,7 +111,7 @@ class NativeLoad:
 
     def _read(self, deadline: float, what: str) -> bytes:
         """One chunk of stdout; b"" at end of file. Raw reads with select(): bounded."""
-        fd = self.proc.stdout.fileno()
+        fd = self._stdout.fileno()
         left = deadline - time.monotonic()
         readable = select.select([fd], [], [], max(0.0, left))[0] if left > 0 else []
         if not readable:
@@ -127,7 +131,7 @@ class NativeLoad:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace").strip()
 
-    def _fail(self, what: str):
+    def _fail(self, what: str) -> NoReturn:
         # Stop it first: its stderr is then complete, and nothing is left running.
         self.close()
         said = self.stderr_text()
@@ -141,13 +145,13 @@ class NativeLoad:
         """End the child: EOF on stdin first (before GO it then exits quietly), then kill."""
         if self.proc.poll() is None:
             with contextlib.suppress(OSError, ValueError):
-                self.proc.stdin.close()
+                self._stdin.close()
             try:
                 self.proc.wait(2)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self._stdin, self._stdout):
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
 
@@ -172,14 +176,6 @@ def _run(server, mode: str, options: dict, cpu: int | None, timeout: float):
     return part, server_cpu, redis_cpu, rss
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else 1e3 * seconds
-
-
-def _us(seconds: float | None) -> float | None:
-    return None if seconds is None else 1e6 * seconds
-
-
 # ------------------------------------------------------------------------------ fanout
 
 
@@ -197,9 +193,9 @@ def run_once_native(
     return {
         "deliveries_per_s": receipts / wall,
         "messages_per_s": part["messages"] / wall,
-        "p50_ms": _ms(part["p50_s"]),
-        "p90_ms": _ms(part["p90_s"]),
-        "p99_ms": _ms(part["p99_s"]),
+        "p50_ms": ms(part["p50_s"]),
+        "p90_ms": ms(part["p90_s"]),
+        "p99_ms": ms(part["p99_s"]),
         "lost": part["lost"],
         "duplicates": part["duplicates"],
         "out_of_order": part["out_of_order"],
@@ -232,8 +228,8 @@ def run_idle_native(server, idle: int, duration: float = 2.0, cpu=None) -> dict:
         "idle": idle,
         "refused": False,
         "round_trips_per_s": trips / part["wall"],
-        "p50_us": _us(part["p50_s"]),
-        "p99_us": _us(part["p99_s"]),
+        "p50_us": us(part["p50_s"]),
+        "p99_us": us(part["p99_s"]),
         "server_cpu_us_per_round_trip": 1e6 * server_cpu / max(trips, 1),
         "server_rss_bytes": rss,
         "generator_cpu_share": part["cpu"] / part["wall"],
@@ -249,7 +245,7 @@ def run_churn_native(server, concurrency: int = 8, duration: float = 2.0, cpu=No
     return {
         "concurrency": concurrency,
         "connections_per_s": part["connections"] / part["wall"],
-        "pair_p99_us": _us(part["pair_p99_s"]),
+        "pair_p99_us": us(part["pair_p99_s"]),
         "server_cpu_us_per_connection": 1e6 * server_cpu / max(part["connections"], 1),
         "generator_cpu_share": part["cpu"] / part["wall"],
         "errors": part["errors"],
@@ -279,16 +275,18 @@ class SinkProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        assert self.proc.stderr is not None  # PIPE
+        self._stderr: IO[bytes] = self.proc.stderr
         try:
             self.address = self._wait_for_address(time.monotonic() + timeout)
         except BaseException:
             self.stop()
             raise
         # it writes nothing more on stderr, but keep the pipe drained all the same
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        threading.Thread(target=self._stderr.read, daemon=True).start()
 
     def _wait_for_address(self, deadline: float) -> tuple[str, int]:
-        fd, said = self.proc.stderr.fileno(), b""
+        fd, said = self._stderr.fileno(), b""
         while time.monotonic() < deadline:
             left = max(0.0, deadline - time.monotonic())
             if select.select([fd], [], [], left)[0]:

@@ -24,7 +24,7 @@ import threading
 import time
 
 from ..framing import encode_frame
-from ._util import percentile, run_load
+from ._util import ms, percentile, run_load, us
 
 
 def _cpu() -> float:
@@ -44,7 +44,7 @@ def fanout_worker(
 ) -> None:
     """One load-generator process: the clients of ``rooms`` (k each), until duration ends."""
     sel = selectors.DefaultSelector()
-    clients = []  # (sock, room, id)
+    clients: list[tuple[socket.socket, int, int]] = []  # (sock, room, id)
     for room in rooms:
         for _ in range(k):
             sock = socket.create_connection(address, timeout=10)
@@ -69,10 +69,10 @@ def fanout_worker(
 
     room_of = {cid: room for _, room, cid in clients}
     sock_of = {cid: sock for sock, _, cid in clients}
-    sent_at = {cid: [] for cid in room_of}  # per sender: send time of each seq
-    pending = {cid: {} for cid in room_of}  # per sender: seq -> receipts still missing
+    sent_at: dict[int, list[float]] = {cid: [] for cid in room_of}  # per sender: send times
+    pending: dict[int, dict[int, int]] = {cid: {} for cid in room_of}  # seq -> receipts due
     acked = dict.fromkeys(room_of, 0)  # per sender: all seqs below this are delivered
-    last = {}  # (receiver, sender) -> last seq received, for the order check
+    last: dict[tuple[int, int], int] = {}  # (receiver, sender) -> last seq, for the order
     latencies = []
     receipts = duplicates = out_of_order = 0
     sending = True
@@ -179,9 +179,9 @@ def run_once(
     return {
         "deliveries_per_s": receipts / wall,
         "messages_per_s": sum(p["messages"] for p in parts) / wall,
-        "p50_ms": 1e3 * percentile(latencies, 50),
-        "p90_ms": 1e3 * percentile(latencies, 90),
-        "p99_ms": 1e3 * percentile(latencies, 99),
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p90_ms": ms(percentile(latencies, 90)),
+        "p99_ms": ms(percentile(latencies, 99)),
         "lost": sum(p["lost"] for p in parts),
         "duplicates": sum(p["duplicates"] for p in parts),
         "out_of_order": sum(p["out_of_order"] for p in parts),
@@ -281,8 +281,8 @@ def run_idle(server, idle: int, duration: float = 2.0) -> dict:
         "idle": idle,
         "refused": False,
         "round_trips_per_s": len(rtts) / part["wall"],
-        "p50_us": 1e6 * percentile(rtts, 50),
-        "p99_us": 1e6 * percentile(rtts, 99),
+        "p50_us": us(percentile(rtts, 50)),
+        "p99_us": us(percentile(rtts, 99)),
         "server_cpu_us_per_round_trip": 1e6 * server_cpu / max(len(rtts), 1),
         "server_rss_bytes": rss,
         "generator_cpu_share": part["cpu"] / part["wall"],
@@ -341,7 +341,7 @@ def run_churn(server, concurrency: int = 8, duration: float = 2.0) -> dict:
     return {
         "concurrency": concurrency,
         "connections_per_s": part["connections"] / part["wall"],
-        "pair_p99_us": 1e6 * percentile(part["rtts"], 99),
+        "pair_p99_us": us(percentile(part["rtts"], 99)),
         "server_cpu_us_per_connection": 1e6 * server_cpu / max(part["connections"], 1),
         "generator_cpu_share": part["cpu"] / part["wall"],
         "errors": part["errors"],

@@ -206,15 +206,16 @@ def _progress(done: int, total: int, what: str) -> None:
 def alternate(specs, measure, rounds: int, points=(None,), cpu: int | None = None) -> dict:
     """{label: {point: [result per round]}}, servers alternating within each round; each
     server pinned to ``cpu`` (if not None)."""
-    out = {label(s): {p: [] for p in points} for s in specs}
+    out: dict[str, dict] = {label(s): {p: [] for p in points} for s in specs}
     total, done = rounds * len(specs) * len(points), 0
     for p in points:
         for _ in range(rounds):
-            for spec in specs:
+            for kind, backend in specs:
+                name = label((kind, backend))
                 done += 1
-                _progress(done, total, f"{label(spec)} {p if p is not None else ''}")
-                with ServerProcess(*spec, cpu=cpu) as server:
-                    out[label(spec)][p].append(measure(server, p))
+                _progress(done, total, f"{name} {p if p is not None else ''}")
+                with ServerProcess(kind, backend, cpu=cpu) as server:
+                    out[name][p].append(measure(server, p))
     return out
 
 
