@@ -224,7 +224,7 @@ class ChatClient:
                 if self.editor:
                     self.editor.prompt = self._prompt()
             else:
-                self.show(self.stamp() + protocol.error("usage: /join N"))
+                self.show(self.stamp() + protocol.Usage("/join N").body())
             return
         if line.split(" ", 1)[0] == "/quit":
             self.send_frame(self.room, line)
@@ -257,18 +257,18 @@ class ChatClient:
         return time.strftime("%H:%M ")
 
     def show_incoming(self, room: int, body: str) -> None:
-        kind, sender, text = protocol.parse_incoming(body)
+        reply = protocol.parse_reply(body)
         where = "" if room == protocol.SERVER_ROOM else f"#{room} "
-        if kind == "message":
-            line = where + self._paint(f"<{sender}>", 1) + " " + text
-        elif kind == "error":
-            line = where + self._paint("! " + text, 31)
-        elif kind == "notice":
-            if text.startswith("you are now known as "):
-                self.nick = text[len("you are now known as ") :].rstrip(".")
-            line = where + self._paint("* " + text, 36)
+        if isinstance(reply, protocol.YouRenamed):
+            self.nick = reply.nick  # our own messages are shown under it from now on
+        if isinstance(reply, protocol.Message):
+            line = where + self._paint(f"<{reply.sender}>", 1) + " " + reply.text
+        elif isinstance(reply, protocol.ErrorReply):
+            line = where + self._paint(body, 31)
+        elif isinstance(reply, protocol.NoticeReply):
+            line = where + self._paint(body, 36)
         else:
-            line = where + text
+            line = where + body
         self.show(self.stamp() + line)
 
     def show(self, line: str) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from . import protocol
 from .framing import Frame, FrameDecoder, Skipped, Truncated, encode_frame
@@ -27,6 +29,17 @@ __all__ = ["ExpectTimeout", "Received", "ScriptedClient"]
 
 DEFAULT_TIMEOUT = 5.0
 
+# What expect() waits for: text the body contains, a regex it matches, a reply type
+# (protocol.YouEntered), a reply (protocol.YouLeft(5)), a test of the reply, or any of several.
+Expected: TypeAlias = (
+    str
+    | re.Pattern[str]
+    | type[protocol.Reply]
+    | protocol.Reply
+    | Callable[[protocol.Reply], bool]
+    | tuple["Expected", ...]
+)
+
 
 class ExpectTimeout(AssertionError):
     """expect() waited its whole timeout for a line that never came (the message says what did)."""
@@ -34,13 +47,26 @@ class ExpectTimeout(AssertionError):
 
 @dataclass(frozen=True)
 class Received:
-    """One line a client received: the frame's room and its body, parsed."""
+    """One line a client received: the frame's room, its body, and the body as a reply."""
 
     room: int | None  # None for bytes that were not a frame (an original-protocol server)
-    kind: str  # message, notice, error, raw
-    sender: str | None  # the member who sent a message
-    text: str
     body: str  # the whole body as sent by the server
+    reply: protocol.Reply  # protocol.parse_reply(body): Message, YouEntered, Raw...
+
+    @property
+    def kind(self) -> str:
+        """message, notice, error or raw."""
+        return self.reply.kind
+
+    @property
+    def sender(self) -> str | None:
+        """The member who sent a message; None for the other kinds."""
+        return self.reply.sender if isinstance(self.reply, protocol.Message) else None
+
+    @property
+    def text(self) -> str:
+        """The body without its mark: a message's text, a notice's or error's sentence."""
+        return self.reply.sentence()
 
     def __str__(self) -> str:
         where = "" if self.room is None else f"[{self.room}] "
@@ -58,7 +84,7 @@ class ScriptedClient:
         timeout: float = DEFAULT_TIMEOUT,
         name: str | None = None,
     ) -> None:
-        self.address = tuple(address[:2])
+        self.address = (address[0], address[1])
         self.timeout = timeout
         self.sock = socket.create_connection(self.address, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -95,10 +121,11 @@ class ScriptedClient:
         self.send(room, b"")
         self.rooms.add(room)
         if wait and not already:
-            self.expect(f"you entered room {room};", room=room, kind="notice")
+            self.expect(protocol.YouEntered, room=room)
 
-    def command(self, room: int, line: str, *, reply: str | None = None) -> Received | None:
-        """Send a command (``"/who"``) in a room; with ``reply``, wait for a line matching it."""
+    def command(self, room: int, line: str, *, reply: Expected | None = None) -> Received | None:
+        """Send a command (``"/who"``) in a room; with ``reply``, wait for a line matching it
+        (anything expect() takes: ``reply=protocol.YouLeft(5)``, ``reply="* room 5: "``)."""
         self.send(room, line)
         if reply is not None:
             return self.expect(reply, room=room)
@@ -107,21 +134,20 @@ class ScriptedClient:
     def nick(self, nick: str) -> None:
         """Take a nick; raises ExpectTimeout with the server's error if it is refused."""
         self.send(protocol.SERVER_ROOM, f"/nick {nick}")
-        line = self.expect(
-            re.compile(rf"you are now known as {re.escape(nick)}\.|^! "), room=protocol.SERVER_ROOM
-        )
-        if line.kind == "error":
+        done = (protocol.YouRenamed(nick), protocol.AlreadyNamed(nick), protocol.ErrorReply)
+        line = self.expect(done, room=protocol.SERVER_ROOM)
+        if isinstance(line.reply, protocol.ErrorReply):
             raise ExpectTimeout(f"{self.name}: /nick {nick} refused: {line.text}")
         self.name = nick
 
     def leave(self, room: int) -> None:
-        self.command(room, f"/leave {room}", reply=f"you left room {room}.")
+        self.command(room, f"/leave {room}", reply=protocol.YouLeft(room))
         self.rooms.discard(room)
 
     def who(self, room: int) -> list[str]:
-        line = self.command(room, f"/who {room}", reply=re.compile(rf"room {room}: "))
-        names = line.text.split(": ", 1)[1].rsplit(" (", 1)[0]
-        return [n for n in names.split(", ") if n]
+        line = self.command(room, f"/who {room}", reply=protocol.Who)  # answered in room
+        assert line is not None and isinstance(line.reply, protocol.Who)
+        return list(line.reply.names)
 
     def quit(self, reason: str = "") -> None:
         """/quit, then wait for the server to close the connection."""
@@ -132,13 +158,16 @@ class ScriptedClient:
 
     def expect(
         self,
-        pattern: str | re.Pattern,
+        pattern: Expected,
         *,
         room: int | None = None,
         kind: str | None = None,
         timeout: float | None = None,
     ) -> Received:
-        """Wait for a received line whose body contains ``pattern`` (a str or a regex).
+        """Wait for a received line that matches ``pattern``: a str the body contains, a
+        regex found in it, a reply type (``protocol.YouEntered``) or reply
+        (``protocol.YouLeft(5)``) that it parses as, a test of its reply, or a tuple of these
+        (any one will do).
 
         Lines are searched from just after the previous match, so two expect() calls for the
         same text need two such lines. Raises ExpectTimeout, listing what did arrive.
@@ -151,19 +180,15 @@ class ScriptedClient:
                     continue
                 if kind is not None and line.kind != kind:
                     continue
-                if (
-                    pattern.search(line.body)
-                    if isinstance(pattern, re.Pattern)
-                    else pattern in line.body
-                ):
+                if _matches(pattern, line):
                     self._cursor = i + 1
                     return line
             if not self._pump(deadline):
                 since = [str(line) for line in self.transcript[self._cursor :]]
-                what = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+                what = _describe(pattern)
                 state = " (the server closed the connection)" if self.closed_by_server else ""
                 raise ExpectTimeout(
-                    f"{self.name} expected {what!r}"
+                    f"{self.name} expected {what}"
                     + (f" in room {room}" if room is not None else "")
                     + f"; received since the last match{state}: {since or 'nothing'}"
                 )
@@ -179,9 +204,9 @@ class ScriptedClient:
     def messages(self, room: int | None = None) -> list[str]:
         """The texts of chat messages received so far (optionally of one room)."""
         return [
-            f"<{line.sender}> {line.text}"
+            line.body
             for line in self.transcript
-            if line.kind == "message" and (room is None or line.room == room)
+            if isinstance(line.reply, protocol.Message) and (room is None or line.room == room)
         ]
 
     def wait_closed(self, timeout: float | None = None) -> None:
@@ -210,11 +235,11 @@ class ScriptedClient:
         self._decoder.receive_data(data)
         for event in self._decoder.events():
             if isinstance(event, Frame):
-                kind, sender, text = protocol.parse_incoming(event.text)
-                self.transcript.append(Received(event.room, kind, sender, text, event.text))
+                reply = protocol.parse_reply(event.text)
+                self.transcript.append(Received(event.room, event.text, reply))
             elif isinstance(event, (Skipped, Truncated)):
                 raw = event.data.decode("utf-8", "replace")
-                self.transcript.append(Received(None, "raw", None, raw, raw))
+                self.transcript.append(Received(None, raw, protocol.Raw(raw)))
         if not data:
             self.closed_by_server = True
         return True
@@ -232,3 +257,31 @@ class ScriptedClient:
 
     def __repr__(self) -> str:
         return f"<ScriptedClient {self.name} rooms={sorted(self.rooms)}>"
+
+
+def _matches(pattern: Expected, line: Received) -> bool:
+    """Whether ``line`` is what expect(pattern) waits for (see expect())."""
+    if isinstance(pattern, tuple):
+        return any(_matches(p, line) for p in pattern)
+    if isinstance(pattern, str):
+        return pattern in line.body
+    if isinstance(pattern, re.Pattern):
+        return pattern.search(line.body) is not None
+    if isinstance(pattern, type):  # before callable(): a class is callable too
+        return isinstance(line.reply, pattern)
+    if isinstance(pattern, protocol.Reply):
+        return line.reply == pattern
+    return bool(pattern(line.reply))
+
+
+def _describe(pattern: Expected) -> str:
+    """``pattern`` as an ExpectTimeout message shows it."""
+    if isinstance(pattern, tuple):
+        return " or ".join(_describe(p) for p in pattern)
+    if isinstance(pattern, re.Pattern):
+        return repr(pattern.pattern)
+    if isinstance(pattern, type):
+        return f"a {pattern.__name__}"
+    if isinstance(pattern, (str, protocol.Reply)):
+        return repr(pattern)
+    return f"a reply passing {getattr(pattern, '__name__', 'a test')}()"
