@@ -15,10 +15,11 @@
 (chatlab/server.py). Do not build on these two: they exist to be compared with it.
 
 Both speak enough of chatlab's protocol (chatlab/protocol.py) for ``ScriptedClient``:
-an empty frame joins a room (``* you entered room N; here: ...``), ``/nick NAME`` names
+an empty frame joins a room (the reply is a ``protocol.YouEntered``), ``/nick NAME`` names
 you, and any other text is a message. ThreadedServer sends it to the other members of the
-room, as ChatServer does; BlockingServer can have no other members, so it echoes it
-(``* echo: text``) to show that it was served. Frames are cut by chatlab's FrameDecoder.
+room, as ChatServer does; BlockingServer can have no other members, so it echoes it back
+(``protocol.Echo``) to show that it was served. Frames are cut by chatlab's FrameDecoder;
+every reply is one of protocol.py's types, so they say what ChatServer says, in its words.
 
 Stopping a thread that is blocked in a system call. A flag is not enough (the thread is
 asleep in the kernel, not looking at it) and ``close()`` from another thread does not wake
@@ -66,9 +67,11 @@ class _Client:
     def name(self) -> str:
         return self.nick or "{}:{}".format(*self.address[:2])
 
-    def send(self, room: int, body: str) -> None:
-        """Send one frame, blocking until the kernel took all of it. Errors are ignored:
-        a broken client is noticed, and cleaned up, by the thread that reads from it."""
+    def send(self, room: int, reply: protocol.Reply | str) -> None:
+        """Send one frame, a reply (or a body protocol.py formatted already), blocking until
+        the kernel took all of it. Errors are ignored: a broken client is noticed, and
+        cleaned up, by the thread that reads from it."""
+        body = reply if isinstance(reply, str) else reply.body()
         with self.send_lock, contextlib.suppress(OSError):
             self.sock.sendall(encode_frame(room, body))
 
@@ -178,10 +181,9 @@ class _Server:
                 if isinstance(event, Frame):
                     self._on_frame(client, event)
                 elif isinstance(event, Skipped):
-                    reason = event.reason.replace("</RID:", "<\\/RID:")
-                    client.send(0, protocol.error(f"skipped {len(event.data)} bytes: {reason}"))
+                    client.send(0, protocol.SkippedBytes(len(event.data), event.reason))
                 elif isinstance(event, FrameTooLarge):
-                    client.send(0, protocol.error(f"frame larger than {event.limit} bytes"))
+                    client.send(0, protocol.TooLarge(event.limit))
                     return
             if not data:
                 return
@@ -190,14 +192,14 @@ class _Server:
         room, body = frame.room, protocol.parse_body(frame.text.rstrip("\r\n"))
         if isinstance(body, protocol.Command):
             if body.name != "nick":
-                client.send(room, protocol.error("this demo server knows only /nick"))
-            elif problem := protocol.validate_nick(body.arg):
-                client.send(room, protocol.error(problem))
+                client.send(room, protocol.OnlyNick())
+            elif problem := protocol.check_nick(body.arg):
+                client.send(room, problem)
             else:  # no uniqueness check: names are not this module's lesson
                 client.nick = body.arg
-                client.send(room, protocol.notice(f"you are now known as {body.arg}."))
+                client.send(room, protocol.YouRenamed(body.arg))
         elif room == protocol.SERVER_ROOM:
-            client.send(room, protocol.error("room 0 is the server's; pick another room"))
+            client.send(room, protocol.RoomZero())
         else:
             if room not in client.rooms:
                 self._join(client, room)
@@ -233,11 +235,11 @@ class BlockingServer(_Server):
 
     def _join(self, client: _Client, room: int) -> None:
         client.rooms.add(room)
-        here = "nobody else (this server serves one client at a time)"
-        client.send(room, protocol.notice(f"you entered room {room}; here: {here}"))
+        alone = "this server serves one client at a time"
+        client.send(room, protocol.YouEntered(room, why_alone=alone))
 
     def _message(self, client: _Client, room: int, text: str) -> None:
-        client.send(room, protocol.notice(f"echo: {text}"))
+        client.send(room, protocol.Echo(text))
 
 
 class ThreadedServer(_Server):
@@ -268,7 +270,7 @@ class ThreadedServer(_Server):
             if not full:
                 self._threads.add(thread)
         if full:
-            client.send(0, protocol.error(f"server full ({MAX_THREADS} threads)"))
+            client.send(0, protocol.ServerFull(MAX_THREADS, "threads"))
             self._release(client)
         else:
             thread.start()
@@ -291,9 +293,9 @@ class ThreadedServer(_Server):
             members[client] = None
             client.rooms.add(room)
         for other in others:
-            other.send(room, protocol.notice(f"{client.name} entered room {room}."))
-        here = ", ".join(other.name for other in others) or "nobody else yet"
-        client.send(room, protocol.notice(f"you entered room {room}; here: {here}"))
+            other.send(room, protocol.Entered(client.name, room))
+        # Every name (ChatServer shows the first MAX_NAMES_SHOWN, with YouEntered.of)
+        client.send(room, protocol.YouEntered(room, tuple(other.name for other in others)))
 
     def _message(self, client: _Client, room: int, text: str) -> None:
         with self._lock:
@@ -315,4 +317,4 @@ class ThreadedServer(_Server):
             client.rooms.clear()
         for room, others in left.items():
             for other in others:
-                other.send(room, protocol.notice(f"{client.name} left room {room}."))
+                other.send(room, protocol.Left(client.name, room))
