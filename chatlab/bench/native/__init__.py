@@ -61,9 +61,9 @@ def build(name: str) -> Path:
     if name not in TOOLS:
         raise ValueError(f"unknown native tool {name!r}; there are {', '.join(TOOLS)}")
     why = missing()
-    if why:
-        raise BuildError(why)
     cc = compiler()
+    if why or cc is None:
+        raise BuildError(why or "no C compiler")
     source = SOURCES / f"{name}.c"
     key = hashlib.sha256(source.read_bytes() + cc.encode() + " ".join(CFLAGS).encode())
     target = cache_dir() / "native" / f"{name}-{key.hexdigest()[:16]}"

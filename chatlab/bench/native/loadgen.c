@@ -120,22 +120,20 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static double cpu_seconds(void)
+/* The process's CPU time so far: user + system, and the system (kernel) part of it, read by
+ * one getrusage() so that the part can never exceed the whole. The kernel's part is what
+ * recv() and send() cost us, which no change to this program's own code can lower. */
+static double cpu_seconds_sys(double *sys)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
+    double s = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    if (sys)
+        *sys = s;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + s;
 }
 
-/* The kernel's part of cpu_seconds(): what recv() and send() cost us, which no change to this
- * program's own code can lower. */
-static double sys_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
+static double cpu_seconds(void) { return cpu_seconds_sys(NULL); }
 
 /* Milliseconds from now until deadline, for epoll_wait: rounded up, at most 1 s. */
 static int ms_until(int64_t deadline, int64_t now)
@@ -988,7 +986,7 @@ static int mode_fanout(const struct opts *o)
     }
 
     ready_and_wait_for_go((long)F->n);
-    double cpu0 = cpu_seconds(), sys0 = sys_seconds();
+    double sys0, cpu0 = cpu_seconds_sys(&sys0);
     int64_t t0 = now_ns(), end = t0 + (int64_t)(o->duration * 1e9);
     int64_t drain_until = end + (int64_t)(o->drain * 1e9);
     F->measuring = F->sending = 1;
@@ -1006,7 +1004,8 @@ static int mode_fanout(const struct opts *o)
             break;
         fanout_pass(F, ms_until(F->sending ? end : drain_until, now));
     }
-    double cpu = cpu_seconds() - cpu0, sys = sys_seconds() - sys0;
+    double sys, cpu = cpu_seconds_sys(&sys) - cpu0;
+    sys -= sys0;
 
     uint64_t expected = F->messages * (F->k - 1);
     printf("{\"clients\": %u, \"messages\": %llu, \"receipts\": %llu, \"lost\": %llu, "
