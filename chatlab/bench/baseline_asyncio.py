@@ -5,8 +5,8 @@ coroutine per client) are the friendly one; Protocols and Transports are the fas
 loop calls ``data_received(bytes)`` straight from its readiness handler, with no coroutine,
 no future and no task switch per read. A yardstick should be asyncio at its best, so this one
 is written on Protocols. It speaks the subset of chatlab's protocol the benchmarks use: join
-by a frame, "* you entered room N; here: ..." to the joiner, "* NAME entered room N." and
-"<NAME> text" to the others. No commands, no limits: it is a yardstick, not a server.
+by a frame (protocol.YouEntered to the joiner, protocol.Entered to the others) and messages
+("<NAME> text" to the others). No commands, no limits: it is a yardstick, not a server.
 
 Two ways to write, chosen by ``--coalesce``:
 
@@ -32,6 +32,7 @@ import signal
 import socket
 import sys
 
+from .. import protocol
 from ..framing import FRAME_RE
 
 
@@ -101,13 +102,15 @@ class Member(asyncio.Protocol):
             room, text = int(match.group(1)), match.group(2)
             members = chat.rooms.setdefault(room, {})
             if room not in self.joined:
+                # A join is rare: its replies are protocol.py's types, formatted and encoded
                 self.joined.add(room)
-                here = b", ".join(m.name for m in members) or b"nobody else yet"
-                frame = b"<RID:%d>* %s entered room %d.</RID:%d>" % (room, self.name, room, room)
+                here = tuple(m.name.decode() for m in members)
+                entered = protocol.Entered(self.name.decode(), room).body().encode()
+                frame = b"<RID:%d>%s</RID:%d>" % (room, entered, room)
                 for member in members:
                     chat.deliver(member, frame)
                 members[self] = None
-                notice = b"* you entered room %d; here: %s" % (room, here)
+                notice = protocol.YouEntered(room, here).body().encode()
                 chat.deliver(self, b"<RID:%d>%s</RID:%d>" % (room, notice, room))
             if text:
                 # One encoded frame per broadcast, the same bytes object for every member.

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 
+from .. import protocol
 from ..framing import encode_frame
 
 
@@ -138,15 +139,14 @@ def serve(
                         deliver(fd, run_room, run)
                         run = []
                     joined[fd].add(room)
-                    here = b", ".join(names[m] for m in members) or b"nobody else yet"
-                    frame = encode_frame(room, b"* %b entered room %d." % (names[fd], room))
+                    # A join is rare: its replies are protocol.py's types, formatted and encoded
+                    here = tuple(names[m].decode() for m in members)
+                    frame = encode_frame(room, protocol.Entered(names[fd].decode(), room).body())
                     for m in members:
                         out[m].append(frame)
                         dirty.add(m)
                     members[fd] = None
-                    out[fd].append(
-                        encode_frame(room, b"* you entered room %d; here: %b" % (room, here))
-                    )
+                    out[fd].append(encode_frame(room, protocol.YouEntered(room, here).body()))
                     dirty.add(fd)
                 if text:
                     frame = b"<RID:%b><%b> %b%b" % (digits, names[fd], text, close)
