@@ -173,7 +173,7 @@ class ChatClient:
             return
         if self.editor:
             for item in self.editor.feed(data) if data else [EOF]:
-                if item is EOF:
+                if not isinstance(item, str):  # EOF: Ctrl-D on an empty line
                     self.leave()
                     return
                 self.on_line(item)

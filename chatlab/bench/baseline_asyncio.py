@@ -31,6 +31,7 @@ import asyncio
 import signal
 import socket
 import sys
+from typing import cast
 
 from .. import protocol
 from ..framing import FRAME_RE
@@ -78,16 +79,17 @@ class Chat:
 class Member(asyncio.Protocol):
     """One client connection; asyncio calls these methods from its loop."""
 
+    transport: asyncio.Transport  # from connection_made(), which comes before any data
+
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
-        self.transport: asyncio.Transport | None = None
         self.name = b""
         self.buf = b""
         self.joined: set[int] = set()
         self.queue: list[bytes] = []  # frames not yet written (coalescing mode only)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a TCP server's: a Transport
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = transport.get_extra_info("peername")[:2]

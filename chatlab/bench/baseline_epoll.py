@@ -110,7 +110,8 @@ def serve(
             buf = inbuf[fd] + data if inbuf[fd] else data
             # Messages to one room read together go out as one buffer, as chatlab does
             # (a "run"): one reference per member for all of them.
-            run_room, run = 0, []
+            run_room = 0
+            run: list[bytes] = []
             # Frames are found with find(), a C search, not with FRAME_RE: the regex's lazy
             # (.*?) walks a 1 KiB body one byte at a time, about 5 us per message.
             pos = 0
@@ -176,10 +177,10 @@ def serve(
             sock = socks.get(fd)
             if sock is None:
                 continue
-            buf = out[fd]
-            if not buf:
+            queue = out[fd]
+            if not queue:
                 continue
-            batch = buf if len(buf) <= 1024 else buf[:1024]  # IOV_MAX
+            batch = queue if len(queue) <= 1024 else queue[:1024]  # IOV_MAX
             try:
                 sent = sock.sendmsg(batch) if len(batch) > 1 else sock.send(batch[0])
             except BlockingIOError:
@@ -187,20 +188,20 @@ def serve(
             except OSError:
                 drop(fd)
                 continue
-            if batch is buf and sent == sum(map(len, buf)):
-                buf.clear()
+            if batch is queue and sent == sum(map(len, queue)):
+                queue.clear()
             else:  # a partial send: drop the whole frames sent, cut the first one left
                 done = 0
-                while done < len(buf) and sent >= len(buf[done]):
-                    sent -= len(buf[done])
+                while done < len(queue) and sent >= len(queue[done]):
+                    sent -= len(queue[done])
                     done += 1
-                del buf[:done]
+                del queue[:done]
                 if sent:
-                    buf[0] = buf[0][sent:]
-            if buf and fd not in writing:
+                    queue[0] = queue[0][sent:]
+            if queue and fd not in writing:
                 writing.add(fd)
                 ep.modify(fd, select.EPOLLIN | select.EPOLLOUT)
-            elif not buf and fd in writing:
+            elif not queue and fd in writing:
                 writing.discard(fd)
                 ep.modify(fd, select.EPOLLIN)
     for sock in socks.values():
