@@ -45,7 +45,8 @@ Design notes:
    instance, formats it again, and keeps it only if that gives back the very same body.
    So ``parse_reply(body).body() == body`` for every body: reading loses nothing, and a
    sentence that only looks like a reply ("room 05: ..." with a leading zero, a /who whose
-   count disagrees with its names) falls back to the generic Notice instead of a wrong value.
+   count disagrees with its names) is left to the next type in order (in the end, the
+   generic Notice or Error) instead of being read as a wrong value.
 2. The wire is ambiguous in two places, and parse order decides them (``NOTICES`` is that
    order). A /me action is "NAME ACTION", so ``/me left room 5.`` from alice reads exactly
    as alice leaving room 5: every specific sentence is tried before ``Action``, which only
@@ -317,7 +318,7 @@ class ErrorReply(_Marked):
     MARK = "! "
 
 
-def _sentence(pattern: str) -> re.Pattern[str]:
+def _regex(pattern: str) -> re.Pattern[str]:
     # DOTALL: free text (a reason, an action) may hold a newline; names never do.
     return re.compile(pattern, re.DOTALL)
 
@@ -328,6 +329,11 @@ _NAME = r"(?:[A-Za-z][A-Za-z0-9_.\-]*|\S+:\d+)"
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _degrade(sentence: str, degraded: bool) -> str:
+    """The sentence, with the DEGRADED suffix if the bus is down."""
+    return sentence + DEGRADED if degraded else sentence
 
 
 def _undegraded(sentence: str) -> tuple[str, bool]:
@@ -386,21 +392,21 @@ class YouEntered(NoticeReply):
             listing = f"nobody else ({self.why_alone})"
         else:
             listing = "nobody else yet"
-        return f"you entered room {self.room}; here: {listing}" + (DEGRADED * self.degraded)
+        return _degrade(f"you entered room {self.room}; here: {listing}", self.degraded)
 
     @classmethod
     def _read(cls, sentence):
         sentence, degraded = _undegraded(sentence)
-        match = _sentence(r"you entered room (\d+); here: (.*)").fullmatch(sentence)
+        match = _regex(r"you entered room (\d+); here: (.*)").fullmatch(sentence)
         if match is None:
             return None
         room, listing = int(match[1]), match[2]
         if listing == "nobody else yet":
             return cls(room, degraded=degraded)
-        if alone := _sentence(r"nobody else \((.*)\)").fullmatch(listing):
+        if alone := _regex(r"nobody else \((.*)\)").fullmatch(listing):
             return cls(room, why_alone=alone[1], degraded=degraded)
         more = 0
-        if counted := _sentence(r"(.*) and (\d+) more").fullmatch(listing):
+        if counted := _regex(r"(.*) and (\d+) more").fullmatch(listing):
             listing, more = counted[1], int(counted[2])
         names = tuple(listing.split(", "))
         return None if "" in names else cls(room, names, more, degraded=degraded)
@@ -412,7 +418,7 @@ class YouLeft(NoticeReply):
 
     room: int
 
-    PATTERN = _sentence(r"you left room (?P<room>\d+)\.")
+    PATTERN = _regex(r"you left room (?P<room>\d+)\.")
 
     def sentence(self) -> str:
         return f"you left room {self.room}."
@@ -424,7 +430,7 @@ class AlreadyIn(NoticeReply):
 
     room: int
 
-    PATTERN = _sentence(r"you are already in room (?P<room>\d+)\.")
+    PATTERN = _regex(r"you are already in room (?P<room>\d+)\.")
 
     def sentence(self) -> str:
         return f"you are already in room {self.room}."
@@ -436,7 +442,7 @@ class YouRenamed(NoticeReply):
 
     nick: str
 
-    PATTERN = _sentence(rf"you are now known as (?P<nick>{_NAME})\.")
+    PATTERN = _regex(rf"you are now known as (?P<nick>{_NAME})\.")
 
     def sentence(self) -> str:
         return f"you are now known as {self.nick}."
@@ -448,7 +454,7 @@ class AlreadyNamed(NoticeReply):
 
     nick: str
 
-    PATTERN = _sentence(rf"you are already known as (?P<nick>{_NAME})\.")
+    PATTERN = _regex(rf"you are already known as (?P<nick>{_NAME})\.")
 
     def sentence(self) -> str:
         return f"you are already known as {self.nick}."
@@ -464,7 +470,7 @@ class Entered(NoticeReply):
     name: str
     room: int
 
-    PATTERN = _sentence(rf"(?P<name>{_NAME}) entered room (?P<room>\d+)\.")
+    PATTERN = _regex(rf"(?P<name>{_NAME}) entered room (?P<room>\d+)\.")
 
     def sentence(self) -> str:
         return f"{self.name} entered room {self.room}."
@@ -479,7 +485,7 @@ class Left(NoticeReply):
     room: int
     reason: str = ""
 
-    PATTERN = _sentence(rf"(?P<name>{_NAME}) left room (?P<room>\d+)(?: \((?P<reason>.+)\))?\.")
+    PATTERN = _regex(rf"(?P<name>{_NAME}) left room (?P<room>\d+)(?: \((?P<reason>.+)\))?\.")
 
     def sentence(self) -> str:
         why = f" ({self.reason})" if self.reason else ""
@@ -493,7 +499,7 @@ class Renamed(NoticeReply):
     old: str
     new: str
 
-    PATTERN = _sentence(rf"(?P<old>{_NAME}) is now known as (?P<new>{_NAME})\.")
+    PATTERN = _regex(rf"(?P<old>{_NAME}) is now known as (?P<new>{_NAME})\.")
 
     def sentence(self) -> str:
         return f"{self.old} is now known as {self.new}."
@@ -509,7 +515,7 @@ class Action(NoticeReply):
     name: str
     action: str
 
-    PATTERN = _sentence(rf"(?P<name>{_NAME}) (?P<action>.+)")
+    PATTERN = _regex(rf"(?P<name>{_NAME}) (?P<action>.+)")
 
     def sentence(self) -> str:
         return f"{self.name} {self.action}"
@@ -535,12 +541,12 @@ class Who(NoticeReply):
         if self.servers > 1:
             count += f" on {_plural(self.servers, 'server')}"
         listing = ", ".join(self.names) or "nobody"
-        return f"room {self.room}: {listing} ({count})" + (DEGRADED * self.degraded)
+        return _degrade(f"room {self.room}: {listing} ({count})", self.degraded)
 
     @classmethod
     def _read(cls, sentence):
         sentence, degraded = _undegraded(sentence)
-        pattern = _sentence(r"room (\d+): (.*) \((\d+) members?(?: on (\d+) servers)?\)")
+        pattern = _regex(r"room (\d+): (.*) \((\d+) members?(?: on (\d+) servers)?\)")
         match = pattern.fullmatch(sentence)
         if match is None:
             return None
@@ -572,7 +578,7 @@ class Rooms(NoticeReply):
             text = "rooms (members): " + ", ".join(
                 f"{r.room} ({r.members}{', you' if r.yours else ''})" for r in self.rooms
             )
-        return text + (DEGRADED * self.degraded)
+        return _degrade(text, self.degraded)
 
     @classmethod
     def _read(cls, sentence):
@@ -608,12 +614,12 @@ class Servers(NoticeReply):
         count = _plural(1 + len(self.others), "server")
         entries = [f"{self.name} (this one, {_plural(self.members, 'member')})"]
         entries += [f"{s.name} ({_plural(s.members, 'member')})" for s in self.others]
-        return f"{count}: {', '.join(entries)}" + (DEGRADED * self.degraded)
+        return _degrade(f"{count}: {', '.join(entries)}", self.degraded)
 
     @classmethod
     def _read(cls, sentence):
         sentence, degraded = _undegraded(sentence)
-        pattern = _sentence(r"\d+ servers?: (.*?) \(this one, (\d+) members?\)((?:, .*)?)")
+        pattern = _regex(r"\d+ servers?: (.*?) \(this one, (\d+) members?\)((?:, .*)?)")
         match = pattern.fullmatch(sentence)
         if match is None:
             return None
@@ -630,7 +636,7 @@ class ServersNoBus(NoticeReply):
     name: str
     members: int
 
-    PATTERN = _sentence(
+    PATTERN = _regex(
         r"1 server: (?P<name>.*) \(this one, (?P<members>\d+) members?\); "
         r"no bus: rooms end at this server"
     )
@@ -654,7 +660,7 @@ class Help(NoticeReply):
 
     @classmethod
     def _read(cls, sentence):
-        pattern = _sentence(r"commands: (.*); //text sends a line starting with /")
+        pattern = _regex(r"commands: (.*); //text sends a line starting with /")
         match = pattern.fullmatch(sentence)
         if match is None:
             return None
@@ -671,7 +677,7 @@ class Bye(NoticeReply):
 
     reason: str
 
-    PATTERN = _sentence(r"bye \((?P<reason>.*)\)\.")
+    PATTERN = _regex(r"bye \((?P<reason>.*)\)\.")
 
     def sentence(self) -> str:
         return f"bye ({self.reason})."
@@ -683,7 +689,7 @@ class NetworkDegraded(NoticeReply):
 
     reason: str
 
-    PATTERN = _sentence(
+    PATTERN = _regex(
         r"network degraded \((?P<reason>.*)\): "
         r"until it is back, rooms reach the members on this server only"
     )
@@ -699,7 +705,7 @@ class NetworkDegraded(NoticeReply):
 class NetworkRestored(NoticeReply):
     """The bus is back (in room 0)."""
 
-    PATTERN = _sentence(r"network restored: rooms reach every server again")
+    PATTERN = _regex(r"network restored: rooms reach every server again")
 
     def sentence(self) -> str:
         return "network restored: rooms reach every server again"
@@ -711,7 +717,7 @@ class Echo(NoticeReply):
 
     text: str
 
-    PATTERN = _sentence(r"echo: (?P<text>.*)")
+    PATTERN = _regex(r"echo: (?P<text>.*)")
 
     def sentence(self) -> str:
         return f"echo: {self.text}"
@@ -724,7 +730,7 @@ class Notice(NoticeReply):
 
     text: str
 
-    PATTERN = _sentence(r"(?P<text>.*)")
+    PATTERN = _regex(r"(?P<text>.*)")
 
     def sentence(self) -> str:
         return self.text
@@ -737,7 +743,7 @@ class Notice(NoticeReply):
 class RoomZero(ErrorReply):
     """A message or join for room 0, the server's own."""
 
-    PATTERN = _sentence(rf"room {SERVER_ROOM} is the server's; pick another room")
+    PATTERN = _regex(rf"room {SERVER_ROOM} is the server's; pick another room")
 
     def sentence(self) -> str:
         return f"room {SERVER_ROOM} is the server's; pick another room"
@@ -749,7 +755,7 @@ class TooManyRooms(ErrorReply):
 
     rooms: int
 
-    PATTERN = _sentence(r"you are in (?P<rooms>\d+) rooms, the most allowed; /leave one first")
+    PATTERN = _regex(r"you are in (?P<rooms>\d+) rooms, the most allowed; /leave one first")
 
     def sentence(self) -> str:
         return f"you are in {self.rooms} rooms, the most allowed; /leave one first"
@@ -766,7 +772,7 @@ class NotARoom(ErrorReply):
 
     @classmethod
     def _read(cls, sentence):
-        match = _sentence(r"not a room number: (.*)").fullmatch(sentence)
+        match = _regex(r"not a room number: (.*)").fullmatch(sentence)
         arg = None if match is None else _unrepr(match[1])
         return None if arg is None else cls(arg)
 
@@ -777,7 +783,7 @@ class NotInRoom(ErrorReply):
 
     room: int
 
-    PATTERN = _sentence(r"you are not in room (?P<room>\d+)")
+    PATTERN = _regex(r"you are not in room (?P<room>\d+)")
 
     def sentence(self) -> str:
         return f"you are not in room {self.room}"
@@ -794,7 +800,7 @@ class NickTaken(ErrorReply):
 
     @classmethod
     def _read(cls, sentence):
-        match = _sentence(r"nick (.*) is taken").fullmatch(sentence)
+        match = _regex(r"nick (.*) is taken").fullmatch(sentence)
         nick = None if match is None else _unrepr(match[1])
         return None if nick is None else cls(nick)
 
@@ -806,7 +812,7 @@ class NickTooLong(ErrorReply):
     length: int
     limit: int = MAX_NICK_LENGTH
 
-    PATTERN = _sentence(r"nick too long \((?P<length>\d+) characters; at most (?P<limit>\d+)\)")
+    PATTERN = _regex(r"nick too long \((?P<length>\d+) characters; at most (?P<limit>\d+)\)")
 
     def sentence(self) -> str:
         return f"nick too long ({self.length} characters; at most {self.limit})"
@@ -825,7 +831,7 @@ class InvalidNick(ErrorReply):
 
     @classmethod
     def _read(cls, sentence):
-        match = _sentence(rf"invalid nick (.*): {re.escape(cls._RULE)}").fullmatch(sentence)
+        match = _regex(rf"invalid nick (.*): {re.escape(cls._RULE)}").fullmatch(sentence)
         nick = None if match is None else _unrepr(match[1])
         return None if nick is None else cls(nick)
 
@@ -836,7 +842,7 @@ class Usage(ErrorReply):
 
     usage: str
 
-    PATTERN = _sentence(r"usage: (?P<usage>.*)")
+    PATTERN = _regex(r"usage: (?P<usage>.*)")
 
     def sentence(self) -> str:
         return f"usage: {self.usage}"
@@ -848,7 +854,7 @@ class UnknownCommand(ErrorReply):
 
     name: str
 
-    PATTERN = _sentence(r"unknown command /(?P<name>.*); try /help")
+    PATTERN = _regex(r"unknown command /(?P<name>.*); try /help")
 
     def sentence(self) -> str:
         return f"unknown command /{self.name}; try /help"
@@ -870,7 +876,7 @@ class SkippedBytes(ErrorReply):
 
     @classmethod
     def _read(cls, sentence):
-        match = _sentence(r"skipped (\d+) bytes: (.*)").fullmatch(sentence)
+        match = _regex(r"skipped (\d+) bytes: (.*)").fullmatch(sentence)
         if match is None:
             return None
         return cls(int(match[1]), match[2].replace("<\\/RID:", "</RID:"))
@@ -882,7 +888,7 @@ class TooLarge(ErrorReply):
 
     limit: int
 
-    PATTERN = _sentence(r"frame larger than (?P<limit>\d+) bytes")
+    PATTERN = _regex(r"frame larger than (?P<limit>\d+) bytes")
 
     def sentence(self) -> str:
         return f"frame larger than {self.limit} bytes"
@@ -894,7 +900,7 @@ class Disconnected(ErrorReply):
 
     reason: str
 
-    PATTERN = _sentence(r"disconnected: (?P<reason>.*)")
+    PATTERN = _regex(r"disconnected: (?P<reason>.*)")
 
     def sentence(self) -> str:
         return f"disconnected: {self.reason}"
@@ -907,7 +913,7 @@ class ServerFull(ErrorReply):
     limit: int
     unit: str = "connections"  # demos.ThreadedServer counts "threads"
 
-    PATTERN = _sentence(r"server full \((?P<limit>\d+) (?P<unit>.+)\)")
+    PATTERN = _regex(r"server full \((?P<limit>\d+) (?P<unit>.+)\)")
 
     def sentence(self) -> str:
         return f"server full ({self.limit} {self.unit})"
@@ -919,7 +925,7 @@ class CannotAccept(ErrorReply):
 
     reason: str
 
-    PATTERN = _sentence(r"server cannot take more connections: (?P<reason>.*)")
+    PATTERN = _regex(r"server cannot take more connections: (?P<reason>.*)")
 
     def sentence(self) -> str:
         return f"server cannot take more connections: {self.reason}"
@@ -929,7 +935,7 @@ class CannotAccept(ErrorReply):
 class OutOfFds(ErrorReply):
     """A connection refused because the process has no file descriptor left."""
 
-    PATTERN = _sentence(r"server out of file descriptors; try again later")
+    PATTERN = _regex(r"server out of file descriptors; try again later")
 
     def sentence(self) -> str:
         return "server out of file descriptors; try again later"
@@ -939,7 +945,7 @@ class OutOfFds(ErrorReply):
 class OnlyNick(ErrorReply):
     """A command other than /nick, sent to one of demos' servers."""
 
-    PATTERN = _sentence(r"this demo server knows only /nick")
+    PATTERN = _regex(r"this demo server knows only /nick")
 
     def sentence(self) -> str:
         return "this demo server knows only /nick"
@@ -952,7 +958,7 @@ class Error(ErrorReply):
 
     text: str
 
-    PATTERN = _sentence(r"(?P<text>.*)")
+    PATTERN = _regex(r"(?P<text>.*)")
 
     def sentence(self) -> str:
         return self.text
