@@ -359,11 +359,12 @@ class EventLoop:
         start = time.monotonic()
         for hook in self._before_poll:  # note 7: what the last pass's handlers left to do
             self._run_hook(hook)
+        polled = time.monotonic()  # the hooks' time is work (a flush sends), not sleep
         # How long may we sleep? Not at all if callbacks are queued; not past the next timer.
         if self._ready:
             timeout = 0
         elif self._timers:
-            until_timer = max(0.0, self._timers[0].when - start)
+            until_timer = max(0.0, self._timers[0].when - polled)
             timeout = until_timer if timeout is None else min(timeout, until_timer)
 
         ready = self._backend.poll(timeout)
@@ -404,10 +405,11 @@ class EventLoop:
         if ready:
             stats.wakeups += 1
             stats.events += len(ready)
-        stats.time_blocked += woke - start
-        stats.time_working += end - woke
+        stats.time_blocked += woke - polled
+        stats.time_working += (polled - start) + (end - woke)
         if self._trace is not None:
-            self._trace(IterationTrace(start, timeout, woke - start, end - woke, ready))
+            blocked, working = woke - polled, (polled - start) + (end - woke)
+            self._trace(IterationTrace(start, timeout, blocked, working, ready))
 
     def _run(self, handle: Handle) -> None:
         self._stats.callbacks += 1
