@@ -124,12 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     if server.bus is not None:
         # Give the bus a moment to come up, so that "listening" also means "on the network"
         # (scripts and the benchmarks wait for this line). If Redis is down, serve anyway.
+        # Meanwhile clients wait in the kernel's backlog: a worker restarted by --workers
+        # gets connections (SO_REUSEPORT) from the moment it listens, and served now they
+        # would be told the network is degraded for the few milliseconds it takes.
+        server.conns.stop_accepting()
         deadline = time.monotonic() + 3.0
         while not server.bus.up and time.monotonic() < deadline:
             server.loop.run_once(0.05)
         # Coming up queued our registration (SADD...); the loop sends it before it next
         # polls: do that pass now, so that whoever we tell "ready" finds us on the network.
         server.loop.run_once(0)
+        server.conns.start_accepting()
         state = "" if server.bus.up else f", down ({server.bus.statistics().last_error}), retrying"
         via = f", bus {args.bus} as {server.name}{state}"
     print(

@@ -201,8 +201,12 @@ class Connections:
             self._spare_fd = _open_spare_fd()
 
     def stop_accepting(self) -> None:
+        """Leave new clients in the kernel's backlog (shutdown; a bus still coming up)."""
         if self.listener.fileno() >= 0 and not self.loop.is_closed():
             self.loop.remove_reader(self.listener)
+
+    def start_accepting(self) -> None:
+        self.loop.add_reader(self.listener, self._on_accept)
 
     # -- reading (design note 1) --------------------------------------------------------
 
