@@ -303,7 +303,7 @@ class ThreadedServer(_Server):
         # Each send() blocks until that member's kernel buffer takes the frame: a member
         # who stops reading holds this thread here (ChatServer buffers instead).
         for other in others:
-            other.send(room, protocol.message(client.name, text))
+            other.send(room, protocol.Message(client.name, text).body())
 
     def _leave_all(self, client: _Client) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ import pytest
 from chatlab import protocol
 from chatlab.framing import Frame, FrameDecoder
 from chatlab.server import ChatServer, Limits
-from chatlab.server.commands import COMMANDS, HELP_TEXT
+from chatlab.server.commands import COMMANDS, HELP
 
 
 class Harness:
@@ -150,6 +150,11 @@ def test_bad_nicks_are_refused(h, nick, problem):
     assert alice.name == "alice" and h.replies(bob) == []
 
 
+def test_the_longest_nick_is_accepted(h):
+    longest = "a" * protocol.MAX_NICK_LENGTH
+    assert h.connect(longest).name == longest
+
+
 def test_nicks_are_unique_in_any_case_and_freed_by_rename_and_departure(h):
     alice, other = h.connect("alice"), h.connect()
     for taken in ("alice", "ALICE", "Alice"):
@@ -227,10 +232,12 @@ def test_me_is_a_notice_to_the_others_and_joins_a_room(h):
 def test_help_is_the_table(h):
     alice = h.connect("alice")
     h.send(alice, 1, "/help")
-    assert h.replies(alice) == [(1, f"* {HELP_TEXT}")]
+    [(room, body)] = h.replies(alice)
+    assert room == 1 and protocol.parse_reply(body) == HELP
+    assert HELP.commands == tuple((row.usage, row.help) for row in COMMANDS.values())
     for name, row in COMMANDS.items():
-        assert row.usage.startswith(f"/{name}") and f"{row.usage}: {row.help}" in HELP_TEXT
-    assert "//text" in HELP_TEXT
+        assert row.usage.startswith(f"/{name}") and f"{row.usage}: {row.help}" in body
+    assert "//text" in body
 
 
 @pytest.mark.parametrize("line", ["/frob", "/FROB now", "/"])

@@ -113,6 +113,7 @@ PINNED = [
         "! skipped 11 bytes: mismatched closing tag <\\/RID:800> for <RID:700>",
     ),
     (p.TooLarge(65536), "! frame larger than 65536 bytes"),
+    (p.NotReading(4096), "! output buffer over 4096 bytes: you are not reading"),
     (
         p.Disconnected("frame larger than 1024 bytes"),
         "! disconnected: frame larger than 1024 bytes",
@@ -180,12 +181,6 @@ def test_sentence_is_the_body_without_its_mark():
     assert p.Raw("plain").sentence() == "plain"
 
 
-def test_the_shorthands_format_through_the_types():
-    assert p.message("alice", "hi") == p.Message("alice", "hi").body() == "<alice> hi"
-    assert p.notice("you left room 5.") == p.YouLeft(5).body()
-    assert p.error("you are not in room 9") == p.NotInRoom(9).body()
-
-
 @pytest.mark.parametrize(
     "nick, problem",
     [
@@ -199,7 +194,6 @@ def test_the_shorthands_format_through_the_types():
 )
 def test_check_nick(nick, problem):
     assert p.check_nick(nick) == problem
-    assert p.validate_nick(nick) == (None if problem is None else problem.sentence())
 
 
 # --------------------------------------------------------------------- the two ambiguities
@@ -334,6 +328,7 @@ REPLIES = {
     p.UnknownCommand: st.builds(p.UnknownCommand, texts),
     p.SkippedBytes: st.builds(p.SkippedBytes, counts, texts.filter(lambda t: "<\\/RID:" not in t)),
     p.TooLarge: st.builds(p.TooLarge, counts),
+    p.NotReading: st.builds(p.NotReading, counts),
     p.Disconnected: st.builds(p.Disconnected, texts),
     p.ServerFull: st.builds(p.ServerFull, counts, texts.filter(bool)),
     p.CannotAccept: st.builds(p.CannotAccept, texts),
@@ -410,11 +405,13 @@ FRAGMENTS = [
     "frame larger than", "disconnected: ", "server full", "take more connections",
     "out of file descriptors", "knows only", " member)", " members)", " members on",
     "rooms (members)", "no rooms yet", "(this one", "no bus: ", "commands: ", "bye (",
-    "network degraded", "network restored", "echo: ",
+    "network degraded", "network restored", "echo: ", "you are not reading",
 ]  # fmt: skip
-# The modules switched to the types. chatlab.server's belong here once it builds its replies
-# from them too (and then notice() and error() can go).
+# The modules that build or read replies: all of them, through the types.
 SWITCHED = [
+    "chatlab/server/core.py",
+    "chatlab/server/commands.py",
+    "chatlab/server/connections.py",
     "chatlab/client.py",
     "chatlab/scripted.py",
     "chatlab/demos.py",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .connections import Connection
     from .core import ChatServer
 
-__all__ = ["COMMANDS", "HELP_TEXT", "Command", "run"]
+__all__ = ["COMMANDS", "HELP", "Command", "run"]
 
 Handler = Callable[["ChatServer", "Connection", int, str], None]
 
@@ -37,7 +37,7 @@ def run(server: ChatServer, conn: Connection, room: int, cmd: protocol.Command) 
     """Dispatch one parsed command through the table."""
     row = COMMANDS.get(cmd.name)
     if row is None:
-        server.send(conn, room, protocol.error(f"unknown command /{cmd.name}; try /help"))
+        server.send(conn, room, protocol.UnknownCommand(cmd.name))
         return
     row.handler(server, conn, room, cmd.arg)
 
@@ -48,27 +48,23 @@ def _room_arg(server: ChatServer, conn: Connection, room: int, arg: str) -> int 
         return room
     if arg.isdigit() and len(arg) <= 9:
         return int(arg)
-    server.send(conn, room, protocol.error(f"not a room number: {arg!r}"))
+    server.send(conn, room, protocol.NotARoom(arg))
     return None
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 # ---------------------------------------------------------------------------- handlers
 
 
 def nick(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
-    problem = protocol.validate_nick(arg)
+    problem = protocol.check_nick(arg)
     owner = server.membership.owner(arg)
     if problem is None and owner is not None and owner is not conn:
-        problem = f"nick {arg!r} is taken"
+        problem = protocol.NickTaken(arg)
     if problem:
-        server.send(conn, room, protocol.error(problem))
+        server.send(conn, room, problem)
         return
     if conn.nick == arg:
-        server.send(conn, room, protocol.notice(f"you are already known as {arg}."))
+        server.send(conn, room, protocol.AlreadyNamed(arg))
         return
     server.rename(conn, arg, room)
 
@@ -78,7 +74,7 @@ def join(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
     if target is None:
         return
     if target in conn.rooms:
-        server.send(conn, target, protocol.notice(f"you are already in room {target}."))
+        server.send(conn, target, protocol.AlreadyIn(target))
     else:
         server.join(conn, target)
 
@@ -88,10 +84,10 @@ def leave(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
     if target is None:
         return
     if target not in conn.rooms:
-        server.send(conn, room, protocol.error(f"you are not in room {target}"))
+        server.send(conn, room, protocol.NotInRoom(target))
         return
     server.leave(conn, target)
-    server.send(conn, target, protocol.notice(f"you left room {target}."))
+    server.send(conn, target, protocol.YouLeft(target))
 
 
 def who(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
@@ -102,15 +98,11 @@ def who(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
 
     def reply(network):
         names = local + server.remote_members(network, target)
-        count = _plural(len(names), "member")
         servers = bool(local) + sum(
             any(target in rooms for rooms in members.values()) for _, members in network or ()
         )
-        if servers > 1:
-            count += f" on {_plural(servers, 'server')}"
-        listing = ", ".join(names) or "nobody"
-        text = f"room {target}: {listing} ({count}){server.degraded_suffix(network)}"
-        server.send(conn, room, protocol.notice(text))
+        who = protocol.Who(target, tuple(names), max(servers, 1), server.degraded(network))
+        server.send(conn, room, who)
 
     server.with_network(conn, reply)
 
@@ -125,13 +117,8 @@ def rooms(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
             for joined in members.values():
                 for r in joined:
                     counts[r] = counts.get(r, 0) + 1
-        if not counts:
-            text = "no rooms yet"
-        else:
-            text = "rooms (members): " + ", ".join(
-                f"{r} ({n}{', you' if r in mine else ''})" for r, n in sorted(counts.items())
-            )
-        server.send(conn, room, protocol.notice(text + server.degraded_suffix(network)))
+        listing = tuple(protocol.RoomCount(r, n, r in mine) for r, n in sorted(counts.items()))
+        server.send(conn, room, protocol.Rooms(listing, server.degraded(network)))
 
     server.with_network(conn, reply)
 
@@ -140,25 +127,24 @@ def servers(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
     here = len(server.bus_membership())
 
     def reply(network):
-        entries = [f"{server.name} (this one, {_plural(here, 'member')})"]
-        entries += [f"{n} ({_plural(len(members), 'member')})" for n, members in network or ()]
-        count = _plural(len(entries), "server")
+        reply: protocol.Reply
         if server.bus is None:
-            text = f"{count}: {entries[0]}; no bus: rooms end at this server"
+            reply = protocol.ServersNoBus(server.name, here)
         else:
-            text = f"{count}: {', '.join(entries)}{server.degraded_suffix(network)}"
-        server.send(conn, room, protocol.notice(text))
+            others = tuple(protocol.ServerCount(n, len(m)) for n, m in network or ())
+            reply = protocol.Servers(server.name, here, others, server.degraded(network))
+        server.send(conn, room, reply)
 
     server.with_network(conn, reply)
 
 
 def me(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
     if not arg:
-        server.send(conn, room, protocol.error("usage: /me ACTION"))
+        server.send(conn, room, protocol.Usage("/me ACTION"))
         return
     if room not in conn.rooms and not server.join(conn, room):
         return
-    server.broadcast(room, protocol.notice(f"{conn.name} {arg}"), exclude=conn)
+    server.broadcast(room, protocol.Action(conn.name, arg), exclude=conn)
 
 
 def quit(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
@@ -166,7 +152,7 @@ def quit(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
 
 
 def help(server: ChatServer, conn: Connection, room: int, arg: str) -> None:
-    server.send(conn, room, protocol.notice(HELP_TEXT))
+    server.send(conn, room, HELP)
 
 
 # ------------------------------------------------------------------------- the table
@@ -187,8 +173,5 @@ COMMANDS: dict[str, Command] = {
     "help": Command(help, "/help", "this list"),
 }
 
-HELP_TEXT = (
-    "commands: "
-    + "; ".join(f"{row.usage}: {row.help}" for row in COMMANDS.values())
-    + "; //text sends a line starting with /"
-)
+# /help's reply: every row of the table, in its order.
+HELP = protocol.Help(tuple((row.usage, row.help) for row in COMMANDS.values()))

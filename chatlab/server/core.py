@@ -153,7 +153,7 @@ class ChatServer:
             self.bus.leave()
             for conn in everyone:
                 for r in conn.rooms:
-                    self.bus.publish(r, protocol.notice(f"{conn.name} left room {r} ({reason})."))
+                    self.bus.publish(r, protocol.Left(conn.name, r, reason).body())
         for conn in everyone:
             self.conns.disconnect(conn, reason, announce=False, goodbye="notice")
         self.connection_closed()
@@ -202,38 +202,34 @@ class ChatServer:
             commands.run(self, conn, room, parsed)
             return
         if room == protocol.SERVER_ROOM:
-            self.send(conn, room, protocol.error("room 0 is the server's; pick another room"))
+            self.send(conn, room, protocol.RoomZero())
             return
         if room not in conn.rooms and not self.join(conn, room):
             return
         if parsed:
-            self.broadcast(room, protocol.message(conn.name, parsed), exclude=conn)
+            self.broadcast(room, protocol.Message(conn.name, parsed), exclude=conn)
 
     def join(self, conn: Connection, room: int) -> bool:
         """conn joins room: the others hear of it, conn hears who is there. False if refused."""
         if room == protocol.SERVER_ROOM:
-            self.send(conn, room, protocol.error("room 0 is the server's; pick another room"))
+            self.send(conn, room, protocol.RoomZero())
             return False
         if room in conn.rooms:
             return True
         if len(conn.rooms) >= self.limits.max_rooms_per_connection:
-            text = f"you are in {len(conn.rooms)} rooms, the most allowed; /leave one first"
-            self.send(conn, room, protocol.error(text))
+            self.send(conn, room, protocol.TooManyRooms(len(conn.rooms)))
             return False
         others = self.membership.join(conn, room) or []
         # With a bus, the membership is written to Redis before the notice is published
         # (one connection: Redis applies them in this order), so whoever sees the notice
         # and asks /who finds the newcomer there.
         self._member_changed(conn)
-        self.broadcast(room, protocol.notice(f"{conn.name} entered room {room}."), exclude=conn)
+        self.broadcast(room, protocol.Entered(conn.name, room), exclude=conn)
 
         def reply(network):
             names = others + self.remote_members(network, room)
-            here = ", ".join(names[:20]) + (
-                f" and {len(names) - 20} more" if len(names) > 20 else ""
-            )
-            text = f"you entered room {room}; here: {here or 'nobody else yet'}"
-            self.send(conn, room, protocol.notice(text + self.degraded_suffix(network)))
+            degraded = self.degraded(network)
+            self.send(conn, room, protocol.YouEntered.of(room, names, degraded=degraded))
 
         self.with_network(conn, reply)
         logger.info("%s joined room %d", conn.name, room)
@@ -244,9 +240,8 @@ class ChatServer:
         if not self.membership.leave(conn, room):
             return
         self._member_changed(conn)
-        suffix = f" ({why})" if why else ""
-        self.broadcast(room, protocol.notice(f"{conn.name} left room {room}{suffix}."))
-        logger.info("%s left room %d%s", conn.name, room, suffix)
+        self.broadcast(room, protocol.Left(conn.name, room, why))
+        logger.info("%s out of room %d%s", conn.name, room, f" ({why})" if why else "")
 
     def rename(self, conn: Connection, nick: str, room: int) -> None:
         """conn goes by nick from now on (commands.nick checked it); its rooms hear of it.
@@ -256,9 +251,9 @@ class ChatServer:
         if self.bus is not None and conn.rooms:
             self.bus.member_changed(old, None)  # gone under the old name...
             self._member_changed(conn)  # ...and here under the new one
-        self.send(conn, room, protocol.notice(f"you are now known as {nick}."))
+        self.send(conn, room, protocol.YouRenamed(nick))
         for r in list(conn.rooms):
-            self.broadcast(r, protocol.notice(f"{old} is now known as {nick}."), exclude=conn)
+            self.broadcast(r, protocol.Renamed(old, nick), exclude=conn)
 
     def depart(self, conn: Connection, reason: str, announce: bool) -> None:
         """conn is going (connections.py's way out): out of every room, its nick free."""
@@ -277,20 +272,24 @@ class ChatServer:
 
     # -- writing ------------------------------------------------------------------------
 
-    def broadcast(self, room: int, body: str, exclude: Connection | None = None) -> None:
-        """Send body to every member of room except ``exclude``, on every server."""
+    def broadcast(
+        self, room: int, reply: protocol.Reply, exclude: Connection | None = None
+    ) -> None:
+        """Send reply to every member of room except ``exclude``, on every server."""
+        body = reply.body()
         if self.bus is not None:
             self.bus.publish(room, body)  # design note 3; a no-op, counted, while it is down
         self.deliver(room, body, exclude)
 
     def deliver(self, room: int, body: str, exclude: Connection | None = None) -> None:
-        """Queue ``body`` for every member of room here, except ``exclude``."""
+        """Queue ``body`` (a reply's, here or from another server) for every member of room
+        here, except ``exclude``."""
         if room in self.membership.members:
             self.conns.deliver(room, encode_frame(room, body), exclude)
 
-    def send(self, conn: Connection, room: int, body: str) -> None:
+    def send(self, conn: Connection, room: int, reply: protocol.Reply) -> None:
         """A reply to one connection."""
-        self.conns.send(conn, room, body)
+        self.conns.send(conn, room, reply)
 
     # -- the bus (design note 3) --------------------------------------------------------
 
@@ -343,23 +342,16 @@ class ChatServer:
             name for _, members in network or () for name, rooms in members.items() if room in rooms
         ]
 
-    def degraded_suffix(self, network) -> str:
-        if self.bus is not None and network is None:
-            return " (network degraded: other servers not shown)"
-        return ""
+    def degraded(self, network) -> bool:
+        """Whether a reply built from ``network`` lacks the other servers (the bus is down)."""
+        return self.bus is not None and network is None
 
     def _on_bus_status(self, up: bool, reason: str) -> None:
         if up and not self._bus_degraded:
             return  # the first connection: nobody was told anything else
         self._bus_degraded = not up
-        if up:
-            text = "network restored: rooms reach every server again"
-        else:
-            text = (
-                f"network degraded ({reason}): until it is back, rooms reach the members "
-                "on this server only"
-            )
-        frame = encode_frame(protocol.SERVER_ROOM, protocol.notice(text))
+        news = protocol.NetworkRestored() if up else protocol.NetworkDegraded(reason)
+        frame = encode_frame(protocol.SERVER_ROOM, news.body())
         for conn in list(self.conns.by_fd.values()):
             self.conns.queue(conn, frame)
 
