@@ -36,6 +36,7 @@ from .errors import ChatlabError
 from .framing import Frame, FrameDecoder, FrameTooLarge, Skipped, Truncated, encode_frame
 from .lineedit import EOF, LineEditor
 from .loop import EventLoop
+from .stream import Stream, WriteBatch
 
 __all__ = ["ChatClient", "main"]
 
@@ -75,8 +76,9 @@ class ChatClient:
         self.color = self.interactive if color is None else color
         self.editor = LineEditor(self._prompt()) if self.interactive else None
         self.decoder = FrameDecoder(MAX_INCOMING_FRAME)
-        self.out = bytearray()
-        self.writing = False
+        # What we send goes through a Stream, as the server's does (chatlab/stream.py):
+        # queued, sent once per loop pass, the rest when the socket is writable again.
+        self.stream = Stream(self.loop, sock, WriteBatch(self.loop), on_lost=self._lost)
         self.status: int | None = None  # exit status, once decided
         self.quitting = False
         self._pending = b""  # a partial line from a pipe
@@ -144,25 +146,10 @@ class ChatClient:
                 self.finish(1, f"the server at {self.peer} closed the connection")
 
     def send_frame(self, room: int, body: str) -> None:
-        self.out += encode_frame(room, body)
-        self.flush()
+        self.stream.write(encode_frame(room, body))
 
-    def flush(self) -> None:
-        """Send what the kernel takes now; wait for write readiness for the rest."""
-        try:
-            sent = self.sock.send(self.out) if self.out else 0
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self.finish(1, f"connection to {self.peer} lost: {exc.strerror or exc}")
-            return
-        del self.out[:sent]
-        if self.out and not self.writing:
-            self.writing = True
-            self.loop.add_writer(self.sock, self.flush)
-        elif not self.out and self.writing:
-            self.writing = False
-            self.loop.remove_writer(self.sock)
+    def _lost(self, stream: Stream, reason: str) -> None:
+        self.finish(1, f"connection to {self.peer} lost: {reason}")
 
     # -- stdin ----------------------------------------------------------------------------
 
@@ -204,11 +191,7 @@ class ChatClient:
             return
         if not self.stdin_thread:
             self.loop.remove_reader(self.stdin_fd)
-        if self.out:
-            self.loop.call_later(0.01, self.on_input_end)  # the writer is draining it
-            return
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)  # "no more from me"; we can still read
+        self.stream.write_eof()  # "no more from me", once the queue is sent; we still read
         self.quitting = True
         self.loop.call_later(QUIT_WAIT_SECONDS, self.finish, 0)
 

@@ -22,7 +22,8 @@ Design notes:
 5. ``close()`` says goodbye without losing the last words: flush what is queued, then
    ``shutdown(SHUT_WR)`` (our FIN), then read and drop until the peer's EOF, and only then
    ``close()``; ``linger`` seconds bound the whole. ``abort()`` closes at once (a broken
-   socket). Either way ``on_closed`` runs once.
+   socket). Either way ``on_closed`` runs once. ``write_eof()`` is the half of it a client
+   wants at the end of its input: FIN after the queue, while its owner goes on reading.
 
 The stream does not read for its owner: reading is the owner's hot path (the server's
 decoder), and a stream only reads once it is draining. The owner tells it ``peer_done()``
@@ -52,21 +53,26 @@ class State(enum.Enum):
 
     OPEN = "open"  # reading and writing
     PEER_DONE = "peer done"  # the peer sent EOF; we may still write (replies it is owed)
+    HALF_CLOSED = "half-closed"  # we write no more: FIN once the queue is sent; still read
     CLOSING = "closing"  # leaving: flushing our last bytes; the peer's input is ignored
     CLOSING_PEER_DONE = "closing, peer done"  # the same, after the peer's EOF
     DRAINING = "draining"  # flushed and FIN sent; reading and dropping until the peer's EOF
     CLOSED = "closed"
 
 
-OPEN, PEER_DONE, CLOSING, CLOSING_PEER_DONE, DRAINING, CLOSED = State
+OPEN, PEER_DONE, HALF_CLOSED, CLOSING, CLOSING_PEER_DONE, DRAINING, CLOSED = State
 
-# (event, from) -> to. Events: "eof" (recv() returned b""), "close" (say goodbye), "flushed"
-# (the last byte queued is in the kernel's hands), "abort" (close now). Nothing else moves.
+# (event, from) -> to. Events: "eof" (recv() returned b""), "write_eof" (we have nothing more
+# to say, but listen on: a client whose input ended), "close" (say goodbye), "flushed" (the
+# last byte queued is in the kernel's hands), "abort" (close now). Nothing else moves.
 TRANSITIONS: dict[tuple[str, State], State] = {
     ("eof", OPEN): PEER_DONE,
+    ("eof", HALF_CLOSED): CLOSED,  # both sides have said all
     ("eof", DRAINING): CLOSED,
+    ("write_eof", OPEN): HALF_CLOSED,
     ("close", OPEN): CLOSING,
     ("close", PEER_DONE): CLOSING_PEER_DONE,
+    ("close", HALF_CLOSED): CLOSING,
     ("flushed", CLOSING): DRAINING,  # our FIN goes out; wait for theirs
     ("flushed", CLOSING_PEER_DONE): CLOSED,  # both sides done: nothing to wait for
     **{("abort", s): CLOSED for s in State if s is not CLOSED},
@@ -74,6 +80,8 @@ TRANSITIONS: dict[tuple[str, State], State] = {
 
 # The states in which write() still queues: once closing, the goodbye is already queued.
 WRITABLE = frozenset({OPEN, PEER_DONE})
+# The states in which the batch still sends what is queued (close() sends its own).
+SENDING = frozenset({OPEN, PEER_DONE, HALF_CLOSED})
 
 
 class StreamStateError(RuntimeError):
@@ -98,7 +106,7 @@ class WriteBatch:
         while self.pending:  # a flush may queue more (a stream's overflow notice...)
             pending, self.pending = self.pending, {}
             for stream in pending:
-                if stream.out and not stream.writing and stream.state in WRITABLE:
+                if stream.out and not stream.writing and stream.state in SENDING:
                     stream.flush()
 
     def close(self) -> None:
@@ -170,7 +178,7 @@ class Stream:
     @property
     def closing(self) -> bool:
         """On its way out (or out): closing, draining or closed."""
-        return self.state is not OPEN and self.state is not PEER_DONE
+        return self.state not in SENDING
 
     # -- writing (design notes 1-3) -------------------------------------------------------
 
@@ -226,6 +234,8 @@ class Stream:
                 self.loop.remove_writer(self.sock)
             if self.state is CLOSING or self.state is CLOSING_PEER_DONE:
                 self._flushed()
+            elif self.state is HALF_CLOSED:
+                self._shut_write()
 
     def _overflow(self) -> None:
         if self.on_overflow is not None:
@@ -240,9 +250,29 @@ class Stream:
     # -- the way out (design note 5) ------------------------------------------------------
 
     def peer_done(self) -> None:
-        """The owner read EOF: the peer will send nothing more."""
+        """The owner read EOF: the peer will send nothing more (after write_eof(): the end)."""
         if self.state is OPEN:
             self._advance("eof")
+        elif self.state is HALF_CLOSED:
+            self._advance("eof")
+            self._close()
+
+    def write_eof(self) -> None:
+        """We have nothing more to send: FIN once the queue is sent. The owner reads on.
+
+        asyncio's transport.write_eof(): what ``printf 'hi\\n' | client`` does at the end of
+        its input, so the server sees EOF and answers everything before it closes too."""
+        if self.state is not OPEN:
+            return
+        self._advance("write_eof")
+        if not self.out and not self.writing:
+            self._shut_write()
+
+    def _shut_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort()
 
     def close(self, linger: float, last: bytes | None = None) -> None:
         """Say goodbye: ``last`` (if any) goes out after what is queued, then FIN, then wait

@@ -15,6 +15,7 @@ from chatlab.stream import (
     CLOSED,
     CLOSING,
     DRAINING,
+    HALF_CLOSED,
     OPEN,
     PEER_DONE,
     TRANSITIONS,
@@ -205,7 +206,7 @@ def test_write_after_close_is_dropped_and_close_twice_is_harmless(loop, tcp_pair
 def test_every_transition_is_in_the_table():
     # From every state, each event either moves as the table says or raises: nothing else.
     for state in State:
-        for event in ("eof", "close", "flushed", "abort"):
+        for event in ("eof", "write_eof", "close", "flushed", "abort"):
             stream = Stream.__new__(Stream)
             stream.state = state
             target = TRANSITIONS.get((event, state))
@@ -216,6 +217,23 @@ def test_every_transition_is_in_the_table():
                 assert stream._advance(event) is target
     assert TRANSITIONS[("close", OPEN)] is CLOSING
     assert all(to is CLOSED for (event, _), to in TRANSITIONS.items() if event == "abort")
+
+
+def test_write_eof_sends_fin_after_the_queue_and_reading_goes_on(loop, tcp_pair):
+    ours, theirs = tcp_pair()
+    closed = []
+    stream = Stream(loop, ours, WriteBatch(loop), on_closed=closed.append)
+    stream.write(b"/who")
+    stream.write_eof()
+    assert stream.state is HALF_CLOSED
+    stream.write(b"too late")  # nothing more after the end of input
+    loop.run_once(0)  # the batch sends the queue, then the FIN
+    assert read_exactly(theirs, 4) == b"/who" and theirs.recv(10) == b""
+    theirs.sendall(b"the reply")  # we still read (the owner does: here, by hand)
+    ours.settimeout(5)
+    assert read_exactly(ours, 9) == b"the reply"
+    stream.peer_done()  # their EOF too: the end
+    assert stream.state is CLOSED and closed == [stream]
 
 
 def test_before_poll_hooks_run_once_per_pass(loop):
