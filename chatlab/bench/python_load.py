@@ -23,7 +23,8 @@ import socket
 import threading
 import time
 
-from ..framing import encode_frame
+from .. import protocol
+from ..framing import Frame, FrameDecoder, encode_frame
 from ._util import ms, percentile, run_load, us
 
 
@@ -54,10 +55,8 @@ def fanout_worker(
     for sock, room, _ in clients:
         sock.sendall(encode_frame(room, ""))
     # Wait for every join notice to arrive, so that the measurement starts on a quiet line.
-    for idx, (sock, room, _) in enumerate(clients):
-        data = b""
-        while f"you entered room {room};".encode() not in data:
-            data += sock.recv(65536)
+    for idx, (sock, _room, _) in enumerate(clients):
+        _wait_for_reply(sock, protocol.YouEntered)
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, idx)
 
@@ -217,12 +216,30 @@ def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
     return data[data.index(marker) + len(marker) :]
 
 
+def _wait_for_reply(sock: socket.socket, kind: type[protocol.Reply]) -> protocol.Reply:
+    """Read frames until one is a reply of ``kind`` (YouEntered...); what follows it in the
+    same read is dropped (nothing is in flight to these sockets yet)."""
+    decoder, seen = FrameDecoder(), []
+    while True:
+        for event in decoder.events():
+            if isinstance(event, Frame):
+                reply = protocol.parse_reply(event.text)
+                if isinstance(reply, kind):
+                    return reply
+                seen.append(event.text)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed while waiting for {kind.__name__}; got {seen[-3:]!r}")
+        decoder.receive_data(chunk)
+
+
 def _pair(address):
     a, b = _client(address), _client(address)
-    for sock in (a, b):
-        sock.sendall(encode_frame(ROOM, ""))
-        _read_until(sock, b"you entered room %d;" % ROOM)
-    _read_until(a, b"entered room %d.</RID" % ROOM)  # b's join notice
+    a.sendall(encode_frame(ROOM, ""))
+    _wait_for_reply(a, protocol.YouEntered)
+    b.sendall(encode_frame(ROOM, ""))
+    _wait_for_reply(b, protocol.YouEntered)
+    _wait_for_reply(a, protocol.Entered)  # b's join notice: a's stream is quiet from here
     return a, b
 
 
@@ -302,7 +319,7 @@ def churn_worker(address, concurrency, duration, ready, go, results) -> None:
             try:
                 sock = _client(address)
                 sock.sendall(encode_frame(CHURN_ROOM, b"hello from a short visit"))
-                _read_until(sock, b"you entered room %d;" % CHURN_ROOM)
+                _wait_for_reply(sock, protocol.YouEntered)
                 sock.close()
                 counts[k] += 1
             except OSError as exc:
