@@ -208,7 +208,7 @@ class Peer:
             try:
                 self.send(0, f"/nick {nick}")
                 if read:
-                    self.wait_for(f"you are now known as {nick}.", room=0)
+                    self.wait_for(protocol.YouRenamed(nick).body(), room=0)
             except BaseException:
                 self.close()
                 raise
@@ -244,18 +244,30 @@ class Peer:
 
     def join(self, room: int) -> None:
         self.send(room, "")
-        self.wait_for(f"you entered room {room};", room=room)
+        self.wait_for(protocol.YouEntered, room=room)
 
-    def wait_for(self, text: str, *, room: int | None = None, timeout: float = TIMEOUT) -> int:
-        """Index of the first frame (of ``room``) whose body contains ``text``; waits for it."""
+    def wait_for(
+        self,
+        text: str | type[protocol.Reply],
+        *,
+        room: int | None = None,
+        timeout: float = TIMEOUT,
+    ) -> int:
+        """Index of the first frame (of ``room``) whose body contains ``text``, or that is a
+        reply of that type (``protocol.YouEntered``); waits for it."""
         checked = 0
+
+        def matches(body: str) -> bool:
+            if isinstance(text, str):
+                return text in body
+            return isinstance(protocol.parse_reply(body), text)
 
         def found() -> bool:
             nonlocal checked
             frames = self.frames
             while checked < len(frames):
                 r, body = frames[checked]
-                if (room is None or r == room) and text in body:
+                if (room is None or r == room) and matches(body):
                     return True
                 checked += 1
             return False

@@ -452,8 +452,8 @@ def _spread(address, n: int = 20) -> tuple[list[ScriptedClient], dict[str, str]]
     for i in range(n):
         c = ScriptedClient(address, f"u{i}", timeout=TIMEOUT)
         made.append(c)
-        line = c.command(0, "/servers", reply="servers: ")
-        on[c.name] = re.search(r": (\S+) \(this one", line.text).group(1)
+        line = c.command(0, "/servers", reply=protocol.Servers)
+        on[c.name] = line.reply.name  # the server that answered: "this one"
     return made, on
 
 
