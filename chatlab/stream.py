@@ -59,6 +59,11 @@ class State(enum.Enum):
     DRAINING = "draining"  # flushed and FIN sent; reading and dropping until the peer's EOF
     CLOSED = "closed"
 
+    # Discussion: the batch asks "state in SENDING" of every stream it flushes, each pass.
+    # Enum's own __hash__ is Python code (hash of the name): 87 ns a test, against 30 ns
+    # with the identity hash, which is right for members (each exists once).
+    __hash__ = object.__hash__
+
 
 OPEN, PEER_DONE, HALF_CLOSED, CLOSING, CLOSING_PEER_DONE, DRAINING, CLOSED = State
 

@@ -226,7 +226,8 @@ class Connections:
         # member and one pass over the room for all of them, instead of one per message.
         # The run is delivered before anything else this member's frames cause (a command,
         # a join, an error, a disconnect), so every member still sees everything in order.
-        run_room, run = 0, list[bytes]()
+        run_room = 0
+        run: list[bytes] = []
         for event in conn.decoder.events():
             if type(event) is Frame:
                 self.stats.frames += 1
@@ -312,11 +313,11 @@ class Connections:
         # changes the room, so it needs no copy of it. Members whose kernel is full, or
         # that are leaving, take queue()'s careful path after it, which may disconnect
         # them (that changes the room: hence the list).
-        careful = []
+        careful, open_ = [], OPEN  # a local: read once per delivery
         for member in members:
             if member is exclude:
                 continue
-            if member.writing or member.state is not OPEN:
+            if member.writing or member.state is not open_:
                 careful.append(member)
                 continue
             member.out.append(data)
