@@ -431,9 +431,19 @@ def _code_strings(path):
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
+    # A log line is for the operator, not a reply: "alice left room 5" may stay in a log.
+    logged = {
+        id(const)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "logger"
+        for const in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-            if id(node) not in docstrings:
+            if id(node) not in docstrings and id(node) not in logged:
                 value = node.value
                 yield value.decode("latin-1") if isinstance(value, bytes) else value
 

@@ -241,7 +241,7 @@ class ChatServer:
             return
         self._member_changed(conn)
         self.broadcast(room, protocol.Left(conn.name, room, why))
-        logger.info("%s out of room %d%s", conn.name, room, f" ({why})" if why else "")
+        logger.info("%s left room %d%s", conn.name, room, f" ({why})" if why else "")
 
     def rename(self, conn: Connection, nick: str, room: int) -> None:
         """conn goes by nick from now on (commands.nick checked it); its rooms hear of it.
