@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import overload
 
 try:
@@ -107,13 +107,22 @@ class ServerProcess:
     """A server under test as a real process: its address, and its own CPU accounting.
 
     ``cpu``: pin the server to that CPU (not the bus kinds, which need several).
+    ``extra_args``: more flags for the server's command line (``["--frame-timeout", "5"]``);
+    a server that does not know one exits with its usage line, and this raises RuntimeError
+    quoting it (``flag_missing()`` reads the flag back out).
 
     For the bus kinds, a redis-server is started first (one per server under test, stopped
     with it), and its CPU is accounted separately: ``redis_cpu_seconds()``. For "workers2",
     ``cpu_seconds()`` is the sum over the supervisor and its worker processes.
     """
 
-    def __init__(self, kind: str, backend: str | None = None, cpu: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        backend: str | None = None,
+        cpu: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.kind, self.backend = kind, backend
         self.redis = None
         self.proc = None
@@ -127,6 +136,7 @@ class ServerProcess:
             cmd = [sys.executable, *SERVERS[kind]]
         if kind in CHATLAB_KINDS:
             cmd += ["--backend", backend or "epoll", "--max-connections", "100000"]
+        cmd += list(extra_args)
         self.label = f"chatlab/{backend}" if kind == "chatlab" else kind
         try:
             if kind in BUS_KINDS:
@@ -226,6 +236,16 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+_UNKNOWN_FLAG = re.compile(r"unrecognized arguments: (--[\w-]+)")
+
+
+def flag_missing(error: BaseException | str) -> str | None:
+    """The first flag a server refused as unknown ("--frame-timeout"), read from the
+    RuntimeError ServerProcess raised (its usage error), or None if that was not why."""
+    match = _UNKNOWN_FLAG.search(str(error))
+    return match.group(1) if match else None
 
 
 def rss_of(pid: int) -> int:
