@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from chatlab.bench import bus, native, python_load
+from chatlab.bench import bus, native, python_load, soak
 from chatlab.bench.__main__ import SCENARIOS
 from chatlab.bench._util import NATIVE_KINDS, SERVERS, ServerProcess, _cpu_of, uvloop_available
 
@@ -58,7 +58,7 @@ NO_BUS = shutil.which("redis-server") is None or not importlib.util.find_spec("h
 
 def test_every_scenario_is_registered_once_in_the_cli_order():
     # One table: the subcommands, their order in --help, and the module that owns each.
-    assert list(SCENARIOS) == ["loop", "micro", "fanout", "idle", "churn", "bus"]
+    assert list(SCENARIOS) == ["loop", "micro", "fanout", "idle", "churn", "bus", "soak"]
     for name, scenario in SCENARIOS.items():
         assert scenario.name == name
         assert scenario.run.__module__ == f"chatlab.bench.{name}", "a scenario is one module"
@@ -227,3 +227,46 @@ def test_fanout_cli_without_a_c_compiler_falls_back_to_the_python_generator(tmp_
     assert list(report["results"]) == ["chatlab/epoll"], "chatd needs a compiler: skipped"
     assert "skipping chatd: no C compiler" in done.stderr
     assert "the Python load generator ran (no C compiler" in done.stdout
+
+
+# -------------------------------------------------------------------------------- soak
+
+
+def test_soak_ends_with_every_fd_and_connection_released_and_every_abuser_gone():
+    # Half a minute of everything at once (the README's run is 30 minutes): what a leak
+    # would break is asserted on the figures themselves, not only on the report's verdicts.
+    r = soak.run(minutes=0.5, frame_timeout=2.0, abuse_every=2.0, flood_seconds=2.0,
+                 flood_pause=2.0, warmup=10.0)  # fmt: skip
+    m, a = r["memory"], r["abusers"]
+    assert r["server_alive"] and not r["errors"], r["errors"]
+    assert r["fds"]["end"] == r["fds"]["start"], "a fd the server never closed"
+    assert r["fds"]["max"] > r["fds"]["start"] + 20, "the load was there: clients held fds"
+    assert r["connections"]["end"] == 0, f"connections still held: {r['connections']['held']}"
+    assert m["rss_end"] <= m["rss_warmup"] * 1.10 + 8e6, "RSS climbed after warm-up"
+    assert sum(r["honest_cut"].values()) == 0, r["honest_cut"]
+    fanout = r["loads"]["fanout"]
+    assert fanout["sent"] > 0 and fanout["lost"] == fanout["duplicates"] == 0
+    assert r["loads"]["churn"]["connections"] > 100 and not r["loads"]["churn"]["errors"]
+    for kind, abuse in a.items():
+        assert abuse["started"] > 0, kind
+        assert abuse["cut_off"] + abuse["ended"] == abuse["started"], kind
+    # The SendQ cuts off a slow reader and tells the room why; the frame timeout cuts off
+    # every slow sender (the dribbling ones too) and tells it why.
+    readers = a["slow_readers"]
+    assert readers["cut_off"] >= 1
+    assert all(why.startswith("NotReading") for why in readers["reasons"]), readers["reasons"]
+    senders = a["slow_senders"]
+    if r["params"]["frame_timeout"] is not None:  # the server has --frame-timeout
+        assert senders["cut_off"] == senders["started"] and senders["overdue"] == 0
+        assert list(senders["reasons"]) == ["FrameTimedOut: frame not completed within 2 s"]
+        assert 1.5 <= senders["cut_after_s"]["min"] <= senders["cut_after_s"]["max"] <= 4.0
+    flood = a["flood"]
+    assert flood["sent"] > flood["delivered"] > 0, "the flood reached its room's reader"
+    assert all(c["ok"] for c in r["checks"]), [c for c in r["checks"] if not c["ok"]]
+    # And the checks bite: one fd or one connection left over is a FAIL.
+    leaky = {**r, "fds": {**r["fds"], "end": r["fds"]["start"] + 1},
+             "connections": {**r["connections"], "end": 1}}  # fmt: skip
+    failed = {c["name"] for c in soak._checks(leaky) if not c["ok"]}
+    assert failed == {"open fds at the end", "TCP connections at the end"}
+    text = soak.format_report(r)
+    assert "FAIL" not in text and "slow senders" in text

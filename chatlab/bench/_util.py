@@ -18,6 +18,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import overload
 
+from .. import protocol
+from ..framing import Frame, FrameDecoder
+
 try:
     import resource
 except ImportError:  # Windows
@@ -255,6 +258,77 @@ def rss_of(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors a process has open now (Linux: /proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+#: /proc/net/tcp's state codes (include/net/tcp_states.h)
+_TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def tcp_connections(pid: int) -> list[tuple[str, int]]:
+    """The TCP connections a process holds open, listeners left out: (state, the peer's
+    port) for each (Linux: its socket fds in /proc/PID/fd, looked up in /proc/net/tcp{,6}).
+
+    A socket the process closed is not counted, whatever the kernel still does with it
+    (TIME_WAIT, or data still to send): what the process holds is what a leak would be."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)  # the header
+                for line in f:
+                    fields = line.split()
+                    if fields[9] in inodes and fields[3] != "0A":
+                        port = int(fields[2].rsplit(":", 1)[1], 16)
+                        found.append((_TCP_STATES.get(fields[3], fields[3]), port))
+        except FileNotFoundError:  # no IPv6
+            continue
+    return found
+
+
+def disconnect_reason(decoder: FrameDecoder) -> str | None:
+    """Take every frame out of ``decoder``; the reason of the last ``! disconnected: REASON``
+    among them (the server's last word to this client), or None."""
+    reason = None
+    for event in decoder.events():
+        if isinstance(event, Frame) and event.room == protocol.SERVER_ROOM:
+            reply = protocol.parse_reply(event.text)
+            if isinstance(reply, protocol.Disconnected):
+                reason = reply.reason
+    return reason
+
+
+def reason_kind(reason: str | None) -> str:
+    """The type of error a disconnect's reason is (protocol's: "NotReading",
+    "FrameTimedOut", "BuffersFull"...), "Error" for a sentence no type reads, "none" for
+    a connection closed without one."""
+    if reason is None:
+        return "none"
+    return type(protocol.parse_reply("! " + reason)).__name__
 
 
 @overload
