@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from chatlab.bench import bus, native, python_load, soak
+from chatlab.bench import attack, bus, native, python_load, soak
 from chatlab.bench.__main__ import SCENARIOS
 from chatlab.bench._util import NATIVE_KINDS, SERVERS, ServerProcess, _cpu_of, uvloop_available
 
@@ -58,7 +58,7 @@ NO_BUS = shutil.which("redis-server") is None or not importlib.util.find_spec("h
 
 def test_every_scenario_is_registered_once_in_the_cli_order():
     # One table: the subcommands, their order in --help, and the module that owns each.
-    assert list(SCENARIOS) == ["loop", "micro", "fanout", "idle", "churn", "bus", "soak"]
+    assert list(SCENARIOS) == ["loop", "micro", "fanout", "idle", "churn", "bus", "soak", "attack"]
     for name, scenario in SCENARIOS.items():
         assert scenario.name == name
         assert scenario.run.__module__ == f"chatlab.bench.{name}", "a scenario is one module"
@@ -229,7 +229,7 @@ def test_fanout_cli_without_a_c_compiler_falls_back_to_the_python_generator(tmp_
     assert "the Python load generator ran (no C compiler" in done.stdout
 
 
-# -------------------------------------------------------------------------------- soak
+# ------------------------------------------------------------------ soak and attack
 
 
 def test_soak_ends_with_every_fd_and_connection_released_and_every_abuser_gone():
@@ -270,3 +270,48 @@ def test_soak_ends_with_every_fd_and_connection_released_and_every_abuser_gone()
     assert failed == {"open fds at the end", "TCP connections at the end"}
     text = soak.format_report(r)
     assert "FAIL" not in text and "slow senders" in text
+
+
+def test_attack_measures_every_part_with_real_numbers():
+    # A reduced attack: the structure of the report and figures that are measurements
+    # (not the PASS verdicts: those are the server's, once issue 14's flags have landed).
+    r = attack.run(senders=100, sender_bytes=20_000, frame_timeout=1.0, close_within=4.0,
+                   quiet=1.5, flood=2.5)  # fmt: skip
+    assert list(r["parts"]) == ["a", "b", "c"]
+    for name, part in r["parts"].items():
+        if part["needs"]:  # a server without the flag: said, not measured
+            assert part["needs"].startswith("--") and part["criteria"] == []
+            continue
+        assert part["criteria"], name
+        for c in part["criteria"]:
+            assert set(c) == {"name", "value", "unit", "bound", "ok"}, name
+            assert isinstance(c["ok"], bool)
+        f = part["figures"]
+        assert 0 < f["server_peak_rss_mb"] < 10_000, name
+        pairs = [f["pair"]] if name == "a" else [f["pair_quiet"], f["pair_flood"]]
+        for pair in pairs:
+            assert pair["sent"] > 0 and 0 < pair["p50_ms"] <= pair["p99_ms"] <= pair["max_ms"]
+    a = r["parts"]["a"]
+    if not a["needs"]:
+        f = a["figures"]
+        assert f["connected"] == f["sent_whole"] == 100
+        assert f["closed_by_server"] + f["still_open_at_give_up"] == 100
+        assert sum(f["reasons"].values()) == f["closed_by_server"]
+    for name in ("b", "c"):
+        part = r["parts"][name]
+        if not part["needs"]:
+            f = part["figures"]
+            assert f["flooder_sent"] > 0 and f["reader_received"] > 0, name
+            assert f["reader_steady_per_s"] > 0, name
+    text = attack.format_report(r)
+    assert text.count("PASS") + text.count("FAIL") == sum(
+        len(p["criteria"]) for p in r["parts"].values()
+    )
+
+
+def test_attack_says_what_a_server_without_the_flag_needs():
+    server, missing = attack._start_server("epoll", ["--no-such-limit", "5"], None)
+    assert server is None and missing == "--no-such-limit"
+    part = {"title": "a. slow senders", "needs": missing, "criteria": []}
+    text = attack.format_report({"parts": {"a": part}})
+    assert "needs --no-such-limit (not in this server)" in text

@@ -1,4 +1,4 @@
-"""python -m chatlab.bench SCENARIO [options]: loop, micro, fanout, idle, churn, bus, soak.
+"""python -m chatlab.bench SCENARIO [options]: loop, micro, fanout, idle, churn, bus, soak, attack.
 
 The load comes from a native generator (chatlab/bench/native/loadgen.c, built with the C
 compiler on first use; `python -m chatlab.bench.native` builds it ahead of time), or from
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bus, churn, fanout, idle, loop, micro, runner, soak
+from . import attack, bus, churn, fanout, idle, loop, micro, runner, soak
 
 SCENARIOS: dict[str, runner.Scenario] = {
     s.name: s
@@ -29,6 +29,7 @@ SCENARIOS: dict[str, runner.Scenario] = {
         churn.SCENARIO,
         bus.SCENARIO,
         soak.SCENARIO,
+        attack.SCENARIO,
     )
 }
 
