@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import pytest
 from helpers import run_until
@@ -209,11 +210,54 @@ def test_fd_closed_while_registered_is_dropped_not_spun_on(loop, backend, socket
         assert stats.dropped_fds == 1
         assert "closed while still registered" in caplog.text
     else:
-        # epoll and kqueue forget a closed file by themselves: nothing to report.
+        # epoll: that was the file's last fd, so the kernel released the file and dropped it
+        # from the set (with a dup alive it would not: see the dup trap below). kqueue drops
+        # a fd's kevents when the fd is closed. Nothing to report.
         assert stats.dropped_fds == 0
 
     d.send(b"still")  # the loop goes on serving the others
     run_until(loop, lambda: b"still" in calls)
+
+
+# ------------------------------------------------------------- the dup trap (issue 14)
+#
+# The kernel forgets a file only when the LAST fd referring to it is closed. Close a
+# registered fd while a dup() or a fork()ed child keeps its file open, and epoll goes on
+# reporting the file under the closed number (epoll(7), Q6). The contract, on every backend:
+# the dead reader runs at most once, and the loop goes back to sleeping.
+
+PASSES = 20
+
+
+def _sleeps(loop, timeout=0.02, passes=PASSES) -> tuple[bool, float]:
+    """Run ``passes`` run_once(timeout): (did the loop sleep?, seconds taken).
+
+    A loop that sleeps takes about passes * timeout (a pass or two may return at once, on
+    the way to finding a dead fd); a busy loop takes a few milliseconds."""
+    start = time.monotonic()
+    for _ in range(passes):
+        loop.run_once(timeout)
+    elapsed = time.monotonic() - start
+    return elapsed >= 0.7 * passes * timeout, elapsed
+
+
+def test_remove_after_close_with_a_dup_does_not_spin(loop, backend, socketpair):
+    # Removing too late: epoll_ctl(DEL) fails (EBADF), as the dup keeps the file in the set.
+    # The epoll backend then starts a fresh set, so nothing is left to report.
+    a, b = socketpair()
+    calls = []
+    fd = a.fileno()
+    loop.add_reader(fd, lambda: calls.append("dead reader"))
+    keep = os.dup(fd)
+    try:
+        a.close()
+        assert loop.remove_reader(fd) is True
+        b.send(b"x")
+        slept, elapsed = _sleeps(loop)
+    finally:
+        os.close(keep)
+    assert calls == [] and slept, f"{len(calls)} calls, {elapsed:.3f} s"
+    assert loop.statistics().registered == 1  # the wake-up socket only
 
 
 def test_handler_may_remove_another_ready_fd(loop, socketpair):

@@ -8,8 +8,9 @@ reader put select, poll and epoll side by side and see that they differ in one p
 where the interest set lives and what each call has to copy.
 
 Events are a bit mask: READ, WRITE, and INVALID, which a backend reports for a fd that was
-closed while still registered (poll's POLLNVAL, select's EBADF) so the loop can drop it
-instead of spinning on it.
+closed while still registered (poll's POLLNVAL, select's EBADF, a fd epoll's fresh set
+could not take) so the loop can drop it instead of spinning on it. A closed fd whose file is
+still open elsewhere (a dup, a fork()ed child) is another matter on epoll: see epoll.py.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ class PollLikeBackend(Backend):
         super().unregister(fd)
         try:
             self._poller.unregister(fd)
-        except (KeyError, OSError):
-            pass  # already closed: epoll forgets a closed file by itself
+        except KeyError:
+            pass  # poll: not in our array (epoll overrides this: see the dup trap there)
 
     def _events(self, fd: int, flags: int) -> int:
         """Translate the syscall's flags into READ/WRITE, as asked for.
