@@ -14,10 +14,25 @@ Design notes, in the order a reader meets them:
 4. Handlers may add or remove any fd, including others that are ready in the same batch.
    The loop therefore looks each fd's callback up again just before running it (libuv does
    the same): a reader removed by an earlier handler in the batch is simply not called.
-5. A fd closed while still registered is a bug in the caller, but it must not become a busy
-   loop. select fails with EBADF and poll returns POLLNVAL on every call; the backends report
-   such a fd as INVALID and the loop drops it, counts it and logs a warning. (epoll and
-   kqueue forget closed files by themselves, so there is nothing to report.)
+5. The rule: remove a fd from the loop *before* closing it. A fd closed while still
+   registered is a bug in the caller, but it must not become a busy loop, on any backend.
+   select fails with EBADF and poll returns POLLNVAL on every call: those backends report
+   the fd as INVALID, and the loop drops it (``dropped_fds``). epoll is subtler. The kernel
+   forgets a file only when the *last* fd referring to it is closed, and a dup(), a fork()ed
+   child or a fd sent over a unix socket keeps it open: epoll then goes on reporting that
+   file under the closed number (the dup trap, chatlab/backends/epoll.py), and a loop that
+   runs the old reader each time never sleeps. The loop cannot see a close(), and one
+   fstat() per event would tax every healthy fd, so it uses what it knows for free: the file
+   each fd named when registered (add_reader() calls fstat() anyway), and the last pass's
+   ready list. A dead registration makes the backend say the same thing pass after pass; so
+   on the 1st, 2nd, 4th, 8th... pass in a row that repeats the one before, the loop checks
+   its fds, before their handlers run: a fd now closed, or naming another file, is dropped
+   (``stale_fds``), as is a fd reported with nothing the loop asked for. A healthy fd that
+   stays ready costs O(log n) fstat() calls over n passes, and the trap costs one call of the
+   dead handler; more only while other fds keep every pass different, or if the fd was
+   already ready pass after pass when it was closed. Edge-triggered (or when the file's
+   other owner drains it), a dead registration is reported once per arrival: one spurious
+   call each time, never a busy loop. Each drop is logged once, as a warning.
 6. Statistics are plain counters, cheap enough to leave on. An optional trace hook receives
    one record per iteration; the notebooks plot it.
 7. Work that should happen once per pass, after every handler of the pass and before the loop
@@ -104,6 +119,7 @@ class LoopStats:
     callbacks: int = 0  # callbacks run (fd handlers, timers, call_soon)
     errors: int = 0  # callbacks that raised (logged, loop kept going)
     dropped_fds: int = 0  # fds found closed while registered (see design note 5)
+    stale_fds: int = 0  # ready fds no longer naming their registered file, or with no callback
     time_blocked: float = 0.0  # seconds spent inside the syscall
     time_working: float = 0.0  # seconds spent running callbacks
     registered: int = 0  # fds in the interest set now
@@ -157,6 +173,11 @@ class EventLoop:
         self._backend = get_backend(backend)(edge_triggered=edge_triggered)
         self._readers: dict[int, Handle] = {}
         self._writers: dict[int, Handle] = {}
+        # Design note 5: the file each registered fd named (st_dev, st_ino), the last pass's
+        # ready list, and how many passes in a row have repeated it.
+        self._files: dict[int, tuple[int, int]] = {}
+        self._last_ready: list[tuple[int, int]] = []
+        self._repeats = 0
         self._ready: deque[Handle] = deque()
         self._before_poll: list[Callable[[], Any]] = []
         self._timers: list[TimerHandle] = []
@@ -251,12 +272,16 @@ class EventLoop:
         if not old:
             if os.name == "posix":
                 # Catch a closed fd now, with its name, rather than as EBADF from a syscall
-                # three callbacks later (select would only fail then; poll would spin).
+                # three callbacks later (select would only fail then; poll would spin). The
+                # answer also says which file the fd names: kept for design note 5.
                 try:
-                    os.fstat(fd)
+                    st = os.fstat(fd)
                 except OSError as exc:
                     raise RegistrationError(f"fd {fd} is not open ({exc.strerror})") from None
-            self._backend.register(fd, old | bit)
+                self._backend.register(fd, old | bit)
+                self._files[fd] = (st.st_dev, st.st_ino)
+            else:
+                self._backend.register(fd, old | bit)
         elif not old & bit:
             self._backend.modify(fd, old | bit)
         table[fd] = Handle(callback, args)
@@ -274,18 +299,54 @@ class EventLoop:
             self._backend.modify(fd, mask)
         else:
             self._backend.unregister(fd)
+            self._files.pop(fd, None)
         return True
 
-    def _drop(self, fd: int) -> None:
-        """Forget a fd that was closed while registered (design note 5)."""
-        self._readers.pop(fd, None)
-        self._writers.pop(fd, None)
+    def _check_fds(self, ready: list[tuple[int, int]]) -> None:
+        """Drop the fds of a repeated pass that no longer name their registered file (note 5).
+
+        One fstat() per fd, and only on the 1st, 2nd, 4th... repeated pass in a row."""
+        if os.name != "posix":
+            return  # no fstat() of a socket there; select reports closed ones (EBADF)
+        for fd, _events in ready:
+            if fd not in self._files:
+                continue  # dropped already, or reported with nothing asked for (run_once)
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                # Yet the backend reports it: a dup or a fork()ed child keeps its file open.
+                self._drop(
+                    fd,
+                    "was closed while still registered, but a dup or a child keeps its file open",
+                )
+                continue
+            if self._files[fd] != (st.st_dev, st.st_ino):
+                # Both files are open now, so their inode numbers differ: no false alarm.
+                self._drop(
+                    fd, "was closed while still registered, and its number now names another file"
+                )
+
+    def _drop(self, fd: int, why: str | None = None) -> None:
+        """Forget a dead registration: closed while registered (design note 5).
+
+        ``why`` None: the backend said the fd is not open (INVALID), counted in dropped_fds.
+        Otherwise the loop found it out (the dup trap, a reused number), in stale_fds."""
+        for table in (self._readers, self._writers):
+            handle = table.pop(fd, None)
+            if handle is not None:
+                handle.cancel()
+        self._files.pop(fd, None)
         self._backend.unregister(fd)
-        self._stats.dropped_fds += 1
+        if why is None:
+            self._stats.dropped_fds += 1
+            why = "was closed while still registered"
+        else:
+            self._stats.stale_fds += 1
         logger.warning(
-            "fd %d was closed while still registered with the %s loop; dropped it "
+            "fd %d %s; the %s loop dropped it "
             "(call remove_reader()/remove_writer() before closing a socket)",
             fd,
+            why,
             self._backend.name,
         )
 
@@ -370,10 +431,22 @@ class EventLoop:
         ready = self._backend.poll(timeout)
         woke = time.monotonic()
 
+        # Design note 5: a dead registration makes the backend say the same thing pass after
+        # pass. On the 1st, 2nd, 4th, 8th... pass in a row that repeats the one before, check
+        # its fds, before their handlers run. (Comparing two lists mostly stops at their
+        # lengths or their first pair.)
+        if ready and ready == self._last_ready:
+            self._repeats += 1
+            if not self._repeats & (self._repeats - 1):
+                self._check_fds(ready)
+        else:
+            self._repeats = 0
+        self._last_ready = ready
+
         # Ready fds. Look each callback up again: an earlier handler may have removed it.
         for fd, events in ready:
-            if events & INVALID:
-                self._drop(fd)
+            if not 0 < events < INVALID:  # INVALID, or none of what the loop asked for
+                self._drop(fd, None if events else "was reported ready with no reader or writer")
                 continue
             if events & READ:
                 handle = self._readers.get(fd)
@@ -462,6 +535,8 @@ class EventLoop:
         self._closed = True
         self._readers.clear()
         self._writers.clear()
+        self._files.clear()
+        self._last_ready = []
         self._ready.clear()
         self._timers.clear()
         self._before_poll.clear()

@@ -241,6 +241,108 @@ def _sleeps(loop, timeout=0.02, passes=PASSES) -> tuple[bool, float]:
     return elapsed >= 0.7 * passes * timeout, elapsed
 
 
+def _fork_holding():
+    """fork() a child that keeps its copies of our fds open until the returned fd is closed.
+
+    Returns (pid, release_fd). Close release_fd, then waitpid(pid)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: touch nothing, wait for the parent's word, leave at once
+        try:
+            os.close(w)
+            os.read(r, 1)  # b"" when the parent closes its end
+        finally:
+            os._exit(0)
+    os.close(r)
+    return pid, w
+
+
+def _release(pid, release_fd):
+    os.close(release_fd)
+    os.waitpid(pid, 0)
+
+
+#: what each backend measurably does (kqueue, untested here, is held to the bare contract)
+DUP_TRAP = {
+    # backend: (calls of the dead reader, dropped_fds, stale_fds)
+    "select": (0, 1, 0),  # fd closed: select fails with EBADF at once
+    "poll": (0, 1, 0),  # POLLNVAL at once
+    "epoll": (1, 0, 1),  # the file is still in the set: one call, then the loop's check
+}
+
+
+def test_dup_trap_costs_one_call_and_no_busy_loop(loop, backend, socketpair, caplog):
+    a, b = socketpair()
+    calls = []
+    loop.add_reader(a.fileno(), lambda: calls.append("dead reader"))
+    keep = os.dup(a.fileno())  # a second fd for a's file
+    caplog.set_level(logging.WARNING, logger="chatlab.loop")
+    try:
+        a.close()  # the bug: closed without remove_reader(), while the dup keeps the file
+        b.send(b"x")  # the file is readable: epoll reports it on every call
+        slept, elapsed = _sleeps(loop, timeout=0.05)
+    finally:
+        os.close(keep)
+    stats = loop.statistics()
+    assert len(calls) <= 1, f"the dead reader ran {len(calls)} times"
+    assert slept, f"the loop spun: {PASSES} passes of run_once(0.05) in {elapsed:.3f} s"
+    if backend in DUP_TRAP:
+        assert (len(calls), stats.dropped_fds, stats.stale_fds) == DUP_TRAP[backend]
+        assert caplog.text.count(f"the {backend} loop dropped it") == 1, "one warning per fd"
+    if backend == "epoll":
+        assert "a dup or a child keeps its file open" in caplog.text
+
+    c, d = socketpair()  # the loop goes on serving the others
+    got = []
+    loop.add_reader(c, lambda: got.append(c.recv(10)))
+    d.send(b"still")
+    run_until(loop, lambda: got)
+    assert got == [b"still"]
+
+
+def test_dup_trap_through_fork(loop, backend, socketpair):
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    a, b = socketpair()
+    calls = []
+    loop.add_reader(a.fileno(), lambda: calls.append("dead reader"))
+    pid, release = _fork_holding()  # the child's copy of a keeps a's file open
+    try:
+        a.close()
+        b.send(b"x")
+        slept, elapsed = _sleeps(loop)
+    finally:
+        _release(pid, release)
+    stats = loop.statistics()
+    assert len(calls) <= 1 and slept, f"{len(calls)} calls, {elapsed:.3f} s"
+    if backend in DUP_TRAP:
+        assert (len(calls), stats.dropped_fds, stats.stale_fds) == DUP_TRAP[backend]
+
+
+def test_fd_number_given_to_another_file_is_dropped(loop, backend, socketpair, caplog):
+    # dup2() closes the registered fd and gives its number to another file in one step, as
+    # a close() followed by any open() does: the number is open, but names the wrong file.
+    a, b = socketpair()
+    c, d = socketpair()
+    calls = []
+    fd = a.fileno()
+    loop.add_reader(fd, lambda: calls.append("dead reader"))
+    keep = os.dup(fd)  # a's file lives on (epoll still holds it)
+    caplog.set_level(logging.WARNING, logger="chatlab.loop")
+    try:
+        os.dup2(c.fileno(), fd)  # the bug: fd now names c's file, still registered
+        b.send(b"x")  # a's file readable (what epoll watches)
+        d.send(b"y")  # c's file readable (what select and poll watch under that number)
+        slept, elapsed = _sleeps(loop)
+    finally:
+        os.close(keep)  # (the fixture closes fd, through a)
+    stats = loop.statistics()
+    assert len(calls) <= 1 and slept, f"{len(calls)} calls, {elapsed:.3f} s"
+    if backend in DUP_TRAP:  # every one of the three calls the reader once, then checks
+        assert (len(calls), stats.stale_fds) == (1, 1)
+        assert "its number now names another file" in caplog.text
+
+
 def test_remove_after_close_with_a_dup_does_not_spin(loop, backend, socketpair):
     # Removing too late: epoll_ctl(DEL) fails (EBADF), as the dup keeps the file in the set.
     # The epoll backend then starts a fresh set, so nothing is left to report.
@@ -258,6 +360,60 @@ def test_remove_after_close_with_a_dup_does_not_spin(loop, backend, socketpair):
         os.close(keep)
     assert calls == [] and slept, f"{len(calls)} calls, {elapsed:.3f} s"
     assert loop.statistics().registered == 1  # the wake-up socket only
+
+
+def test_ready_fd_with_no_callback_is_dropped(loop, backend, caplog):
+    # After fork(), parent and child share one epoll set: a fd the child registers is
+    # reported to the parent, which has no reader or writer for it. (select and poll keep
+    # the interest set in the process: the child changes only its own copy; a kqueue is not
+    # inherited at all.)
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    ready_r, ready_w = os.pipe()
+    pid, release = None, None
+    caplog.set_level(logging.WARNING, logger="chatlab.loop")
+    try:
+        r, release = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(release)
+                x, y = socket.socketpair()
+                loop.add_reader(x, lambda: None)  # the child's registration
+                y.send(b"!")  # ...readable at once
+                os.write(ready_w, b"r")
+                os.read(r, 1)
+            finally:
+                os._exit(0)
+        os.close(r)
+        os.close(ready_w)
+        os.read(ready_r, 1)  # b"" if the child failed: the parent goes on all the same
+        slept, elapsed = _sleeps(loop)
+    finally:
+        os.close(ready_r)
+        if pid is not None:
+            _release(pid, release)
+    stats = loop.statistics()
+    assert slept, f"the loop spun: {PASSES} passes in {elapsed:.3f} s"
+    if backend == "epoll":
+        assert stats.stale_fds == 1
+        assert "reported ready with no reader or writer" in caplog.text
+    elif backend in DUP_TRAP:
+        assert stats.stale_fds == 0
+
+
+def test_a_healthy_fd_that_stays_ready_is_never_dropped(loop, socketpair):
+    # The check runs on passes that repeat the one before, which is exactly what a reader
+    # that does not drain its socket causes: it must find the fd alive, every time.
+    a, b = socketpair()
+    calls = []
+    loop.add_reader(a, lambda: calls.append(1))  # never reads: ready on every pass
+    b.send(b"x")
+    for _ in range(40):
+        loop.run_once(0.5)
+    stats = loop.statistics()
+    assert len(calls) == 40
+    assert stats.stale_fds == 0 and stats.dropped_fds == 0
 
 
 def test_handler_may_remove_another_ready_fd(loop, socketpair):
