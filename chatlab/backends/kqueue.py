@@ -3,7 +3,10 @@
 Cost model. The same as epoll's, with one difference of shape: kqueue watches *filters*,
 not masks, so "readable" and "writable" are two separate registrations of the same fd
 (KQ_FILTER_READ, KQ_FILTER_WRITE), and a change is a list of kevents applied by the next
-control() call. Like epoll, the kernel forgets a fd when its file is closed.
+control() call. Unlike epoll, kqueue ties its filters to the *fd*, not to the file: close()
+removes the kevents that reference that fd (kqueue(2)), even while a dup() keeps the file
+open, and a kqueue is not inherited by fork(). So epoll's dup trap cannot happen here; a fd
+closed while registered simply goes quiet (chatlab/loop.py, design note 5, still applies).
 
 CI runs on Linux, where select.kqueue does not exist: this file is kept as small as the
 others so it can be read beside them, but it is not exercised by the test suite.
@@ -51,7 +54,7 @@ class KqueueBackend(Backend):
         try:
             self._change(fd, old, 0)
         except OSError:
-            pass  # already closed: the kernel dropped its filters with the file
+            pass  # already closed: the kernel dropped its filters with the fd
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         if timeout is not None and timeout < 0:

@@ -7,6 +7,8 @@ with 10,000 idle connections still pays for 10,000 entries to find the one that 
 
 A fd that was closed while registered comes back as POLLNVAL on every call, at once: a
 loop that ignored it would spin at full CPU. We report it as INVALID and the loop drops it.
+poll watches fd *numbers*: once the number is reused by another file, poll watches that
+file for the old callback; the loop catches that itself (chatlab/loop.py, design note 5).
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ O(highest fd), whether one fd is ready or none. And the bitmaps have a fixed siz
 numbered 1024 or more cannot be put in one at all (Python raises "filedescriptor out of
 range in select()"). A server that accepts its 1,021st client has hit that wall; we refuse
 such an fd at registration, with a message that says what to use instead.
+
+A fd closed while registered fails the whole call with EBADF: poll() below finds which and
+reports it INVALID, so the loop drops it. Like poll, select watches fd *numbers*: a number
+reused by another file is watched for the old callback until the loop notices (design
+note 5 in chatlab/loop.py).
 """
 
 from __future__ import annotations
