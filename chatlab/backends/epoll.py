@@ -92,13 +92,14 @@ class EpollBackend(PollLikeBackend):
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         # epoll takes seconds as a float (-1: forever); round up to whole ms as poll does.
-        ms = self._timeout_ms(timeout)
-        if self._unwatched:
-            ms = 0  # they are to be reported now: do not sleep first
+        # (Fds a fresh set could not take are due now, as INVALID: no sleeping first.)
+        ms = 0 if self._unwatched else self._timeout_ms(timeout)
         # maxevents: at most one event per registered fd, so one call gets them all.
         max_ev = max(len(self._interest), 1)
         ready = [
             (fd, self._events(fd, flags))
             for fd, flags in self._poller.poll(-1 if ms < 0 else ms / 1e3, max_ev)
         ]
-        return ready + [(fd, INVALID) for fd in self._unwatched] if self._unwatched else ready
+        if self._unwatched:
+            ready += [(fd, INVALID) for fd in self._unwatched]
+        return ready
