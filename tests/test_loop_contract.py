@@ -319,6 +319,30 @@ def test_dup_trap_through_fork(loop, backend, socketpair):
         assert (len(calls), stats.dropped_fds, stats.stale_fds) == DUP_TRAP[backend]
 
 
+def test_dup_trap_beside_a_plain_closed_fd(loop, backend, socketpair):
+    # Two fds closed while registered, one of them with a dup alive. On epoll, dropping the
+    # first makes a fresh set, which cannot take the second (closed, its file gone): that one
+    # is reported INVALID, as poll reports POLLNVAL, and dropped too.
+    a, b = socketpair()
+    c, _d = socketpair()
+    calls = []
+    loop.add_reader(a.fileno(), lambda: calls.append("a"))
+    loop.add_reader(c.fileno(), lambda: calls.append("c"))
+    keep = os.dup(a.fileno())
+    try:
+        a.close()
+        c.close()
+        b.send(b"x")
+        slept, elapsed = _sleeps(loop)
+    finally:
+        os.close(keep)
+    stats = loop.statistics()
+    assert len(calls) <= 1 and slept, f"{calls}, {elapsed:.3f} s"
+    if backend in DUP_TRAP:
+        assert stats.dropped_fds + stats.stale_fds == 2
+        assert stats.registered == 1  # the wake-up socket only
+
+
 def test_fd_number_given_to_another_file_is_dropped(loop, backend, socketpair, caplog):
     # dup2() closes the registered fd and gives its number to another file in one step, as
     # a close() followed by any open() does: the number is open, but names the wrong file.
