@@ -105,6 +105,7 @@ class WriteBatch:
         # An ordered set: dict keys. The server adds a whole room's members in one C call.
         self.pending: dict[Stream, None] = {}
         self.bytes_sent = 0  # by every stream of this batch, for its owner's statistics
+        self.queued = 0  # bytes its streams hold that their kernels would not take, in all
         loop.add_before_poll(self.flush)
 
     def flush(self) -> None:
@@ -196,6 +197,7 @@ class Stream:
             # The kernel took only part of the last flush: what we queue now is what it will
             # not take, which is what max_queued bounds (note 3).
             self.queued += len(data)
+            self.batch.queued += len(data)
             if self.max_queued is not None and self.queued > self.max_queued:
                 self._overflow()
             return
@@ -222,7 +224,7 @@ class Stream:
         else:
             _consume(out, sent)
         if out:
-            self.queued = sum(map(len, out))
+            self._set_queued(sum(map(len, out)))
             if self.max_queued is not None and self.queued > self.max_queued:
                 if not self.closing:
                     # Many writers can queue more than the limit in one pass; this is after
@@ -233,7 +235,8 @@ class Stream:
                 self.writing = True
                 self.loop.add_writer(self.sock, self.flush)
         else:
-            self.queued = 0
+            if self.queued:
+                self._set_queued(0)
             if self.writing:
                 self.writing = False
                 self.loop.remove_writer(self.sock)
@@ -241,6 +244,15 @@ class Stream:
                 self._flushed()
             elif self.state is HALF_CLOSED:
                 self._shut_write()
+
+    def _set_queued(self, n: int) -> None:
+        self.batch.queued += n - self.queued  # the owner's total (the server's memory limit)
+        self.queued = n
+
+    def drop_queue(self) -> None:
+        """Forget what is queued (a reader over its limit will never read it)."""
+        self.out.clear()
+        self._set_queued(0)
 
     def _overflow(self) -> None:
         if self.on_overflow is not None:
@@ -359,7 +371,7 @@ class Stream:
         if self.state is not CLOSED:
             self._advance("abort")
         self.out = []
-        self.queued = 0
+        self._set_queued(0)
         self.sock.close()
 
     def _close(self) -> None:
@@ -371,7 +383,7 @@ class Stream:
         self.writing = False
         self.batch.pending.pop(self, None)
         self.out = []
-        self.queued = 0
+        self._set_queued(0)
         self.sock.close()
         if self.on_closed is not None:
             self.on_closed(self)

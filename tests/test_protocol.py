@@ -114,6 +114,9 @@ PINNED = [
     ),
     (p.TooLarge(65536), "! frame larger than 65536 bytes"),
     (p.NotReading(4096), "! output buffer over 4096 bytes: you are not reading"),
+    (p.FrameTimedOut(30), "! frame not completed within 30 s"),
+    (p.FrameTimedOut(0.5), "! frame not completed within 0.5 s"),
+    (p.BuffersFull(268435456), "! server buffers over 268435456 bytes, and yours held the most"),
     (
         p.Disconnected("frame larger than 1024 bytes"),
         "! disconnected: frame larger than 1024 bytes",
@@ -329,6 +332,8 @@ REPLIES = {
     p.SkippedBytes: st.builds(p.SkippedBytes, counts, texts.filter(lambda t: "<\\/RID:" not in t)),
     p.TooLarge: st.builds(p.TooLarge, counts),
     p.NotReading: st.builds(p.NotReading, counts),
+    p.FrameTimedOut: st.builds(p.FrameTimedOut, st.sampled_from([0.5, 1.0, 5.0, 30.0, 2.25])),
+    p.BuffersFull: st.builds(p.BuffersFull, counts),
     p.Disconnected: st.builds(p.Disconnected, texts),
     p.ServerFull: st.builds(p.ServerFull, counts, texts.filter(bool)),
     p.CannotAccept: st.builds(p.CannotAccept, texts),
@@ -406,6 +411,7 @@ FRAGMENTS = [
     "out of file descriptors", "knows only", " member)", " members)", " members on",
     "rooms (members)", "no rooms yet", "(this one", "no bus: ", "commands: ", "bye (",
     "network degraded", "network restored", "echo: ", "you are not reading",
+    "not completed within", "yours held the most",
 ]  # fmt: skip
 # The modules that build or read replies: all of them, through the types.
 SWITCHED = [

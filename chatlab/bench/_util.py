@@ -48,9 +48,14 @@ def raise_fd_limit(needed: int) -> str | None:
 # ----------------------------------------------------------------- servers under test
 
 
+# chatlab's server as the throughput benchmarks run it: the flood control off, since every
+# simulated client sends far more than the 100 messages a second a person may (limits.py).
+_CHATLAB = ["-m", "chatlab.server", "--port", "0", "--log-level", "warning"]
+_CHATLAB += ["--max-message-rate", "0"]
+
 #: name -> command line (after the Python interpreter, or after a native tool's path)
 SERVERS = {
-    "chatlab": ["-m", "chatlab.server", "--port", "0", "--log-level", "warning"],
+    "chatlab": _CHATLAB,
     "asyncio": ["-m", "chatlab.bench.baseline_asyncio", "--port", "0"],
     "uvloop": ["-m", "chatlab.bench.baseline_asyncio", "--port", "0", "--uvloop"],
     # the same, writing each member's frames once per loop pass, as chatlab does
@@ -81,8 +86,8 @@ SERVERS = {
     ],
     # chatlab with a Redis bus (chatlab/bus.py), each with its own throwaway redis-server:
     # one process on the bus, and two worker processes on one port (SO_REUSEPORT) joined by it
-    "chatlab-bus": ["-m", "chatlab.server", "--port", "0", "--log-level", "warning"],
-    "workers2": ["-m", "chatlab.server", "--port", "0", "--log-level", "warning", "--workers", "2"],
+    "chatlab-bus": _CHATLAB,
+    "workers2": [*_CHATLAB, "--workers", "2"],
 }
 #: the kinds that are chatlab's own server (they take --backend), and those that need Redis
 CHATLAB_KINDS = {"chatlab", "chatlab-bus", "workers2"}

@@ -72,9 +72,11 @@ import re
 from dataclasses import dataclass
 
 from .errors import (
+    BuffersFull,
     CannotAccept,
     Disconnected,
     Error,
+    FrameTimedOut,
     InvalidNick,
     NickTaken,
     NickTooLong,
@@ -181,6 +183,8 @@ __all__ = [
     "SkippedBytes",
     "TooLarge",
     "NotReading",
+    "FrameTimedOut",
+    "BuffersFull",
     "Disconnected",
     "ServerFull",
     "CannotAccept",
@@ -261,6 +265,8 @@ ERRORS: tuple[type[ErrorReply], ...] = (
     SkippedBytes,
     TooLarge,
     NotReading,
+    FrameTimedOut,
+    BuffersFull,
     Disconnected,
     ServerFull,
     CannotAccept,

@@ -182,6 +182,37 @@ class NotReading(ErrorReply):
 
 
 @dataclass(frozen=True)
+class FrameTimedOut(ErrorReply):
+    """Why a sender that stopped in the middle of a frame is cut off (the frame timeout);
+    chatlab's server says it inside Disconnected's reason."""
+
+    seconds: float
+
+    PATTERN = _regex(r"frame not completed within (?P<seconds>\d+(?:\.\d+)?) s")
+
+    def sentence(self) -> str:
+        return f"frame not completed within {self.seconds:g} s"
+
+    @classmethod
+    def _read(cls, sentence):
+        match = cls.PATTERN.fullmatch(sentence)
+        return None if match is None else cls(float(match["seconds"]))
+
+
+@dataclass(frozen=True)
+class BuffersFull(ErrorReply):
+    """Why the connection holding the most buffered bytes is cut off when all connections
+    together hold more than ``limit`` (redis's maxmemory-clients); inside Disconnected."""
+
+    limit: int
+
+    PATTERN = _regex(r"server buffers over (?P<limit>\d+) bytes, and yours held the most")
+
+    def sentence(self) -> str:
+        return f"server buffers over {self.limit} bytes, and yours held the most"
+
+
+@dataclass(frozen=True)
 class Disconnected(ErrorReply):
     """The server is closing your connection because of what you did (in room 0)."""
 

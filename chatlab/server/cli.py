@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,17 @@ from .workers import run_workers
 __all__ = ["DEFAULT_PORT", "main"]
 
 DEFAULT_PORT = 9898
+
+
+def _shown(default: object) -> str:
+    """A default as --help shows it: 1 MiB as 1048576 (1 MiB), None as the kernel's."""
+    if default is None:
+        return "the kernel's autotuning"
+    if isinstance(default, int) and default >= 1024 and default % 1024 == 0:
+        kib = default // 1024
+        unit = f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
+        return f"{default} ({unit})"
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     net.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     net.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
-    limits = parser.add_argument_group("limits")
-    for name, default in vars(Limits()).items():
+    limits = parser.add_argument_group(
+        "limits (chatlab/server/limits.py says why each is what it is)"
+    )
+    for f in dataclasses.fields(Limits):
+        default = f.default
         limits.add_argument(
-            "--" + name.replace("_", "-"),
+            "--" + f.name.replace("_", "-"),
             type=int if default is None else type(default),
             default=default,
-            metavar="N",
+            metavar=f.metadata["unit"],
+            help=f"{f.metadata['help']} (default: {_shown(default)})",
         )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -127,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         # Meanwhile clients wait in the kernel's backlog: a worker restarted by --workers
         # gets connections (SO_REUSEPORT) from the moment it listens, and served now they
         # would be told the network is degraded for the few milliseconds it takes.
-        server.conns.stop_accepting()
+        server.conns.listener.stop()
         deadline = time.monotonic() + 3.0
         while not server.bus.up and time.monotonic() < deadline:
             server.loop.run_once(0.05)
         # Coming up queued our registration (SADD...); the loop sends it before it next
         # polls: do that pass now, so that whoever we tell "ready" finds us on the network.
         server.loop.run_once(0)
-        server.conns.start_accepting()
+        server.conns.listener.start()
         state = "" if server.bus.up else f", down ({server.bus.statistics().last_error}), retrying"
         via = f", bus {args.bus} as {server.name}{state}"
     print(

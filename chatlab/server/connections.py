@@ -23,18 +23,20 @@ Design notes:
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import socket
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from .. import protocol
 from ..errors import RegistrationError
 from ..framing import Frame, FrameDecoder, FrameTooLarge, Skipped, Truncated, encode_frame
+from ..loop import Handle, TimerHandle
 from ..stream import OPEN, PEER_DONE, Stream, WriteBatch, describe
-from .limits import RECV_SIZE, Limits
+from .guards import Guards
+from .limits import FRAMES_PER_CALLBACK, RECV_SIZE, Limits
+from .listener import Listener, refuse
 
 if TYPE_CHECKING:
     from .core import ChatServer
@@ -61,7 +63,22 @@ class ConnectionInfo:
 class Connection(Stream):
     """One client: a Stream (its output and its way out), plus its decoder, name and rooms."""
 
-    __slots__ = ("address", "_nick", "name", "name_utf8", "rooms", "decoder", "awaiting")
+    __slots__ = (
+        "address",
+        "_nick",
+        "name",
+        "name_utf8",
+        "rooms",
+        "decoder",
+        "awaiting",
+        # the guards' (guards.py): input held, the frame's clock, the token bucket, a pause
+        "held_in",
+        "frame_since",
+        "frame_timer",
+        "tokens",
+        "tokens_at",
+        "resume",
+    )
 
     def __init__(self, conns: Connections, sock: socket.socket, address, limits: Limits) -> None:
         super().__init__(
@@ -78,6 +95,12 @@ class Connection(Stream):
         self.rooms: dict[int, None] = {}  # an ordered set: rooms in the order joined
         self.decoder = FrameDecoder(limits.max_frame_size)
         self.awaiting = 0  # replies still to come from the bus (/who across servers...)
+        self.held_in = 0  # bytes of input counted in guards.held_input
+        self.frame_since: float | None = None  # when the frame part way in began
+        self.frame_timer: TimerHandle | None = None  # its deadline (one at most)
+        self.tokens = 0.0  # the token bucket (guards.admit fills it)
+        self.tokens_at = 0.0
+        self.resume: Handle | None = None  # set while not read: over its rate, or its turn
 
     @property
     def nick(self) -> str | None:
@@ -124,38 +147,13 @@ class Connections:
         self.by_fd: dict[int, Connection] = {}
         self.batch = WriteBatch(self.loop)
         self._departures: list[tuple] = []  # disconnects being finished; see disconnect()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.create_server(
-            (host, port), family=family, backlog=backlog, reuse_port=reuse_port
-        )
-        self.listener.setblocking(False)
-        # A spare fd, released when accept() fails for lack of fds (EMFILE), so that we can
-        # accept the pending client, tell it why, and close it, instead of leaving it in the
-        # backlog where it keeps the listener readable and the loop spinning.
-        self._spare_fd = _open_spare_fd()
-        self.loop.add_reader(self.listener, self._on_accept)
+        self.guards = Guards(self)
+        self.listener = Listener(self, host, port, backlog, reuse_port)
 
     def __len__(self) -> int:
         return len(self.by_fd)
 
-    # -- accepting ----------------------------------------------------------------------
-
-    def _on_accept(self) -> None:
-        # Accept until the backlog is empty (bounded, so a flood cannot starve the rest).
-        for _ in range(64):
-            try:
-                sock, address = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self._refuse_for_lack_of_fds()
-                    return
-                # ECONNABORTED and friends: that client gave up before we got to it.
-                logger.info("accept failed: %s", exc)
-                continue
-            self.stats.accepted += 1
-            self.add(sock, address)
+    # -- connecting -------------------------------------------------------------------
 
     def add(self, sock: socket.socket, address) -> Connection | None:
         """Serve a connected socket (accepted, or handed to us); None if it was refused."""
@@ -166,47 +164,19 @@ class Connections:
             if self.limits.kernel_send_buffer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.kernel_send_buffer)
         if len(self.by_fd) >= self.limits.max_connections:
-            self._refuse(sock, protocol.ServerFull(self.limits.max_connections))
+            refuse(sock, protocol.ServerFull(self.limits.max_connections), self)
             return None
         conn = Connection(self, sock, address, self.limits)
         try:
             self.loop.add_reader(sock, self._on_readable, conn)
         except RegistrationError as exc:
             # select() cannot watch this fd: tell the client why and go on serving the rest.
-            self._refuse(sock, protocol.CannotAccept(str(exc)))
+            refuse(sock, protocol.CannotAccept(str(exc)), self)
             return None
+        self.guards.admit(conn)
         self.by_fd[conn.fd] = conn
         logger.info("connection from %s (fd %d)", conn.name, conn.fd)
         return conn
-
-    def _refuse(self, sock: socket.socket, why: protocol.ErrorReply) -> None:
-        self.stats.refused += 1
-        logger.warning("refused a connection: %s", why.sentence())
-        with contextlib.suppress(OSError):
-            sock.send(encode_frame(protocol.SERVER_ROOM, why.body()))
-        sock.close()
-
-    def _refuse_for_lack_of_fds(self) -> None:
-        if self._spare_fd is None:
-            return
-        os.close(self._spare_fd)
-        self._spare_fd = None
-        try:
-            sock, _ = self.listener.accept()
-        except OSError:
-            pass
-        else:
-            self._refuse(sock, protocol.OutOfFds())
-        finally:
-            self._spare_fd = _open_spare_fd()
-
-    def stop_accepting(self) -> None:
-        """Leave new clients in the kernel's backlog (shutdown; a bus still coming up)."""
-        if self.listener.fileno() >= 0 and not self.loop.is_closed():
-            self.loop.remove_reader(self.listener)
-
-    def start_accepting(self) -> None:
-        self.loop.add_reader(self.listener, self._on_accept)
 
     # -- reading (design note 1) --------------------------------------------------------
 
@@ -221,6 +191,25 @@ class Connections:
             return
         self.stats.bytes_in += len(data)
         conn.decoder.receive_data(data)
+        if not data:
+            conn.peer_done()  # handled below, once every frame before it is
+        self._take_frames(conn)
+
+    def resume(self, conn: Connection) -> None:
+        """conn's turn again (guards.pause): its waiting frames, then reading again."""
+        conn.resume = None
+        if conn.state is OPEN or conn.state is PEER_DONE:
+            if self._take_frames(conn) and conn.state is OPEN:
+                self.loop.add_reader(conn.sock, self._on_readable, conn)
+
+    def _take_frames(self, conn: Connection) -> bool:
+        """Handle the frames conn's decoder holds, as many as the guards allow; False if
+        conn was paused (the rest wait: guards.py notes 2 and 3) or is leaving."""
+        guards = self.guards
+        budget = guards.budget(conn) if guards.rate else FRAMES_PER_CALLBACK
+        if not budget:
+            return False
+        handled = 0
         # Discussion: a member with several messages in flight often has several in one
         # read, all to one room. They go out as one buffer (a "run"): one reference per
         # member and one pass over the room for all of them, instead of one per message.
@@ -228,7 +217,8 @@ class Connections:
         # a join, an error, a disconnect), so every member still sees everything in order.
         run_room = 0
         run: list[bytes] = []
-        for event in conn.decoder.events():
+        for event in islice(conn.decoder.events(), budget):
+            handled += 1
             if type(event) is Frame:
                 self.stats.frames += 1
                 message = self._plain_message(conn, event)
@@ -249,22 +239,28 @@ class Connections:
                 self.send(conn, protocol.SERVER_ROOM, skipped)
             elif type(event) is FrameTooLarge:
                 self.disconnect(conn, protocol.TooLarge(event.limit).sentence())
-                return
+                return False
             elif type(event) is Truncated:
                 logger.info("%s closed in the middle of a frame", conn.name)
-            if conn.state is not OPEN:
-                return  # /quit, or a limit: the rest of what it sent is not for us
+            if conn.closing:
+                return False  # /quit, or a limit: the rest of what it sent is not for us
         if run:
             self.deliver_run(conn, run_room, run)
-        if not data:
-            conn.peer_done()
+        if (handled == budget or guards.rate) and guards.spent(conn, handled, budget):
+            return False
+        buffered = conn.decoder.buffered
+        if buffered or conn.held_in:  # part of a frame: its clock, and the memory it holds
+            guards.after_input(conn, buffered, handled)
+        if conn.state is PEER_DONE:  # its EOF, after everything it sent before
             if conn.awaiting:
                 # `printf '/who\n' | client` sends its command and EOF at once; with a bus the
                 # reply is still on its way from Redis. Read no more (EOF stays readable: it
                 # would spin) and disconnect once the last reply is queued.
                 self.loop.remove_reader(conn.sock)
-                return
+                return False
             self.disconnect(conn, "closed the connection", goodbye=None)
+            return False
+        return True
 
     def _plain_message(self, conn: Connection, frame: Frame) -> bytes | None:
         """The frame to deliver for a plain message to a room conn is in; None otherwise.
@@ -339,8 +335,7 @@ class Connections:
 
     def not_reading(self, conn: Connection) -> None:
         """Over the SendQ: drop what it never read (room for the reason) and cut it off."""
-        conn.out.clear()
-        conn.queued = 0
+        conn.drop_queue()
         self.disconnect(conn, protocol.NotReading(self.limits.max_output_buffer).sentence())
 
     # -- the one way out (design note 3) ------------------------------------------------
@@ -373,6 +368,8 @@ class Connections:
                 conn.abort()
             return
         conn.stop_reading()
+        self.guards.release(conn)
+        conn.decoder = FrameDecoder(conn.decoder.max_frame_size)  # its input is not for us
         kind = reason.partition(":")[0]  # "quit: bye" counts as "quit": the keys stay few
         self.stats.disconnects[kind] = self.stats.disconnects.get(kind, 0) + 1
         logger.info("disconnect %s: %s", conn.name, reason)
@@ -422,22 +419,11 @@ class Connections:
             conn.release()
         self.by_fd.clear()
         self.batch.close()
-        self.stop_accepting()
         self.listener.close()
-        if self._spare_fd is not None:
-            os.close(self._spare_fd)
-            self._spare_fd = None
 
     def info(self) -> list[ConnectionInfo]:
         conns = list(self.by_fd.values())  # one C call: safe from another thread
         return [c.info() for c in conns]
-
-
-def _open_spare_fd() -> int | None:
-    try:
-        return os.open(os.devnull, os.O_RDONLY)
-    except OSError:
-        return None
 
 
 def peer_done_waiting(conn: Connection) -> bool:

@@ -93,7 +93,7 @@ class ChatServer:
             if self._own_loop:
                 self.loop.close()
             raise
-        self.address = self.conns.listener.getsockname()[:2]
+        self.address = self.conns.listener.sock.getsockname()[:2]
         self.name = f"{self.address[0]}:{self.address[1]}"
         self.bus: RedisBus | None = None
         self._bus_degraded = False  # clients were told the network is degraded
@@ -146,7 +146,7 @@ class ChatServer:
             return
         self._shutting_down = True
         logger.info("shutting down: %s", reason)
-        self.conns.stop_accepting()
+        self.conns.listener.stop()
         everyone = list(self.conns.by_fd.values())
         if self.bus is not None:
             # Our members are all leaving; the other servers' members of their rooms are not.

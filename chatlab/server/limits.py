@@ -7,7 +7,7 @@ flag of each field (``--max-output-buffer N``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..framing import MAX_FRAME_SIZE
 
@@ -38,19 +38,89 @@ KERNEL_SEND_BUFFER = None
 LINGER_SECONDS = 2.0
 
 
+# A frame still incomplete this long after its first byte is abandoned, and its sender
+# disconnected. Without it, a peer that sends half a frame and stops holds up to a frame of
+# our memory forever: 3,000 such peers held 191 MB (nginx's client_header_timeout and
+# HAProxy's timeout http-request are the same rule). 30 s is ages for a chat line, even
+# over a bad mobile link.
+FRAME_TIMEOUT = 30.0
+# Every connection's input and output buffers together: past this, the connection holding
+# the most is disconnected (redis's maxmemory-clients). 256 MiB is far above what honest
+# clients hold (a few KiB each at 10,000 connections) and bounds what an attack can make
+# us hold, whatever the number of connections.
+MAX_BUFFER_MEMORY = 256 * 1024 * 1024
+# Messages one connection may send per second, on average, and in a burst (a token bucket:
+# RFC 1459 section 8.10's flood control, without its penalty). Over it, the connection is
+# not read until its budget refills: TCP's window then slows the sender, and nothing is
+# dropped or buffered by us. No typist sends 100 messages a second; a paste of 500 lines
+# goes through at once. 0 means no limit (the throughput benchmarks use it).
+MAX_MESSAGE_RATE = 100.0
+MESSAGE_BURST = 500
+# Frames handled per readiness callback, whatever the rate limit: the rest wait for the next
+# loop pass. One 64 KiB read holds about 1,900 tiny frames, and handling them all at once
+# let one flooder hold the loop while a quiet pair's p99 went from 0.9 to 39 ms.
+FRAMES_PER_CALLBACK = 64
+# TCP keepalive: a peer that vanishes (no FIN, no RST: a machine switched off, a cable
+# pulled) is probed after this many idle seconds, then KEEPALIVE_PROBES times every
+# seconds/KEEPALIVE_PROBES, so it is gone within about twice this. 0 turns it off.
+KEEPALIVE_SECONDS = 60.0
+KEEPALIVE_PROBES = 4
+
+
+def _limit(default, help: str, unit: str = "N"):
+    """A field of Limits, with the --help line its command-line flag prints."""
+    return field(default=default, metadata={"help": help, "unit": unit})
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The server's limits; ``Limits(max_output_buffer=4096)`` changes one."""
+    """The server's limits; ``Limits(max_output_buffer=4096)`` changes one.
 
-    max_frame_size: int = MAX_FRAME_SIZE
-    max_input_buffer: int = MAX_INPUT_BUFFER
-    max_output_buffer: int = MAX_OUTPUT_BUFFER
-    max_connections: int = MAX_CONNECTIONS
-    max_rooms_per_connection: int = MAX_ROOMS_PER_CONNECTION
-    linger_seconds: float = LINGER_SECONDS
-    kernel_send_buffer: int | None = KERNEL_SEND_BUFFER
+    Each field is a flag of ``python -m chatlab.server`` (``--max-output-buffer N``), whose
+    --help line is the text beside it here."""
+
+    max_frame_size: int = _limit(
+        MAX_FRAME_SIZE, "bytes of one frame, tags included; a larger one disconnects"
+    )
+    max_input_buffer: int = _limit(
+        MAX_INPUT_BUFFER, "bytes read from one client and not yet a whole frame"
+    )
+    max_output_buffer: int = _limit(
+        MAX_OUTPUT_BUFFER,
+        "bytes queued for one client that its kernel will not take (the SendQ); over it, "
+        "the client is not reading and is disconnected",
+    )
+    max_connections: int = _limit(
+        MAX_CONNECTIONS, "clients at once; more are told the server is full"
+    )
+    max_rooms_per_connection: int = _limit(MAX_ROOMS_PER_CONNECTION, "rooms one client may be in")
+    linger_seconds: float = _limit(
+        LINGER_SECONDS, "seconds a closing connection may take to flush its last lines", "S"
+    )
+    kernel_send_buffer: int | None = _limit(KERNEL_SEND_BUFFER, "SO_SNDBUF bytes per client")
+    frame_timeout: float = _limit(
+        FRAME_TIMEOUT, "seconds a frame may stay incomplete after its first byte (0: forever)", "S"
+    )
+    max_buffer_memory: int = _limit(
+        MAX_BUFFER_MEMORY,
+        "bytes of all clients' buffers together; over it, the biggest holder is disconnected",
+    )
+    max_message_rate: float = _limit(
+        MAX_MESSAGE_RATE,
+        "messages per second one client may send on average (0: no limit); over it, it is "
+        "not read until its budget refills",
+    )
+    message_burst: int = _limit(MESSAGE_BURST, "messages one client may send at once")
+    keepalive: float = _limit(
+        KEEPALIVE_SECONDS,
+        "idle seconds before TCP keepalive probes a silent peer; a vanished one is gone "
+        "within about twice this (0: off)",
+        "S",
+    )
 
     def __post_init__(self) -> None:
+        if self.message_burst < 1:
+            raise ValueError(f"message_burst must be at least 1, got {self.message_burst}")
         if self.max_input_buffer <= self.max_frame_size:
             raise ValueError(
                 f"max_input_buffer ({self.max_input_buffer}) must exceed max_frame_size "
