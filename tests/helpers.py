@@ -321,6 +321,7 @@ def running(backend: str, **kwargs):
     stats = server.loop.statistics()
     assert stats.errors == 0, f"{stats.errors} server callback(s) raised; see the log"
     assert stats.dropped_fds == 0, "the server closed a socket that was still registered"
+    assert stats.stale_fds == 0, "the server closed a socket that was still registered"
 
 
 def members(server: chatlab.ChatServer, room: int) -> list[str]:
