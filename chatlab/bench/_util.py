@@ -286,12 +286,16 @@ _TCP_STATES = {
 }
 
 
-def tcp_connections(pid: int) -> list[tuple[str, int]]:
+def tcp_connections(pid: int) -> list[tuple[str, int, str]]:
     """The TCP connections a process holds open, listeners left out: (state, the peer's
-    port) for each (Linux: its socket fds in /proc/PID/fd, looked up in /proc/net/tcp{,6}).
+    port, the socket's inode) for each (Linux: its socket fds in /proc/PID/fd, looked up in
+    /proc/net/tcp{,6}).
 
     A socket the process closed is not counted, whatever the kernel still does with it
-    (TIME_WAIT, or data still to send): what the process holds is what a leak would be."""
+    (TIME_WAIT, or data still to send): what the process holds is what a leak would be.
+    A socket the kernel has done with (reset by the peer) but whose fd the process has
+    not closed is in no table: it counts as ("CLOSED", 0, inode), unless it is a Unix
+    socket (an earlier call may have seen its port, under the same inode)."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -301,18 +305,27 @@ def tcp_connections(pid: int) -> list[tuple[str, int]]:
         if link.startswith("socket:["):
             inodes.add(link[8:-1])
     found = []
+    listed = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)  # the header
-                for line in f:
-                    fields = line.split()
-                    if fields[9] in inodes and fields[3] != "0A":
-                        port = int(fields[2].rsplit(":", 1)[1], 16)
-                        found.append((_TCP_STATES.get(fields[3], fields[3]), port))
-        except FileNotFoundError:  # no IPv6
-            continue
+        for fields in _proc_table(table):
+            if fields[9] in inodes:
+                listed.add(fields[9])
+                if fields[3] != "0A":
+                    port = int(fields[2].rsplit(":", 1)[1], 16)
+                    found.append((_TCP_STATES.get(fields[3], fields[3]), port, fields[9]))
+    unix = {fields[6] for fields in _proc_table("/proc/net/unix") if len(fields) > 6}
+    found += [("CLOSED", 0, inode) for inode in inodes - listed - unix]
     return found
+
+
+def _proc_table(path: str) -> Iterable[list[str]]:
+    """The rows of a /proc/net table, split into fields (none if the table is missing)."""
+    try:
+        with open(path) as f:
+            next(f)  # the header
+            return [line.split() for line in f]
+    except FileNotFoundError:  # no IPv6, say
+        return []
 
 
 def disconnect_reason(decoder: FrameDecoder) -> str | None:

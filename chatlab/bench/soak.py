@@ -19,8 +19,10 @@ everything a server meets on the open internet happens together. So one server p
   and tell it why (with a server that has no frame timeout, they stay until the soak
   ends, and give up then);
 - floods: episodes in which one client sends tiny messages as fast as it can, then goes
-  away (alternately with a FIN, after which the kernel still holds what it had sent, and
-  a reset); a reader in its room counts what gets through.
+  away: with a reset, or with a FIN, which waits behind what the kernels still hold of the
+  flood (megabytes, under flood control read at the allowed rate); a reader in its room
+  counts what gets through. Every third flooder is alone in its room: nothing is ever
+  written to it, so nothing hastens its end (a write to a closed peer draws a reset).
 
 Meanwhile the server's resident memory (VmRSS), open fds and TCP connections are sampled
 every second. Every load stops by itself when the time is up; then, once everything has
@@ -64,7 +66,9 @@ from .runner import Scenario, pyplot
 
 #: the rooms of each load: fanout uses 1..rooms (room 1 is the busy one the slow readers
 #: join); the others have a room each, far above them
-CHURN_ROOM, SLOW_SENDER_ROOM, FLOOD_ROOM = 900, 901, 902
+CHURN_ROOM, SLOW_SENDER_ROOM, FLOOD_ROOM, LONE_FLOOD_ROOM = 900, 901, 902, 903
+#: how flood episodes end, in turn: (how the flooder closes, the room it floods)
+FLOOD_ENDINGS = [("FIN", FLOOD_ROOM), ("reset", FLOOD_ROOM), ("FIN, alone", LONE_FLOOD_ROOM)]
 #: the frame timeout a server without --frame-timeout is assumed to have (limits.py's)
 DEFAULT_FRAME_TIMEOUT = 30.0
 MB = 1e6
@@ -197,7 +201,7 @@ def run(
                 if conns == 0 and fds <= start[2] and time.monotonic() > load_end + 1:
                     break
                 time.sleep(min(interval, 0.5))
-            left = tcp_connections(pid)
+            left = sampler.connections()
             end = sampler.sample()
         finally:
             sampler.stop()
@@ -217,16 +221,28 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.samples: list[tuple[float, int, int, int]] = []
+        # socket inode -> the peer's port, as last seen: a socket reset by its peer leaves
+        # the kernel's tables, and this still says whose it was
+        self.ports: dict[str, int] = {}
         self._stop_event = threading.Event()
 
     def sample(self) -> tuple[float, int, int, int]:
         try:
             s = (time.monotonic(), rss_of(self.pid), open_fds(self.pid))
-            row = (*s, len(tcp_connections(self.pid)))
+            row = (*s, len(self.connections()))
         except (FileNotFoundError, ProcessLookupError):  # the server died: keep the last
             row = (time.monotonic(), *self.last()[1:])
         self.samples.append(row)
         return row
+
+    def connections(self) -> list[tuple[str, int]]:
+        """(state, the peer's port) of each connection the server holds now."""
+        found = []
+        for state, port, inode in tcp_connections(self.pid):
+            if port:
+                self.ports[inode] = port
+            found.append((state, port or self.ports.get(inode, 0)))
+        return found
 
     def last(self) -> tuple[float, int, int, int]:
         return self.samples[-1] if self.samples else (time.monotonic(), 0, 0, 0)
@@ -253,7 +269,10 @@ def _report(params, flags, note, samples, start, end, left, loads, t0, load_end,
     ports = {}  # our clients' ports, to name a connection the server still holds at the end
     for load in loads.values():
         ports.update(load.pop("ports", {}))
-    held = [{"state": state, "port": port, "load": ports.get(port, "?")} for state, port in left]
+    held = [
+        {"state": state, "port": port, "load": ports.get(port, "?") if port else _RESET}
+        for state, port in left
+    ]
     abusers = {k: loads[k]["abusers"] for k in ("slow_readers", "slow_senders", "flood")}
     honest = {k: loads[k].get("honest_cut", 0) for k in loads}
     errors = {k: loads[k]["error"] for k in loads if loads[k].get("error")}
@@ -283,6 +302,9 @@ def _report(params, flags, note, samples, start, end, left, loads, t0, load_end,
     }
     report["checks"] = _checks(report)
     return report
+
+
+_RESET = "a socket the kernel has closed (a reset), its fd still open: no port to name it by"
 
 
 def _slope(xs: list[float], ys: list[int]) -> float | None:
@@ -687,21 +709,21 @@ def _slow_senders(address, until, p) -> dict:
 
 
 def _flood(address, until, p) -> dict:
-    """Flood episodes in room FLOOD_ROOM: a client sends tiny frames as fast as it can for
-    `flood_seconds`, then leaves (FIN and reset in turn), and `flood_pause` seconds pass.
-    A reader in the room, an honest one, counts the flood's frames that reach it."""
+    """Flood episodes: a client sends tiny frames as fast as it can for `flood_seconds`,
+    then leaves (FLOOD_ENDINGS in turn), and `flood_pause` seconds pass. A reader in
+    FLOOD_ROOM, an honest one, counts the flood's frames that reach it."""
     reader = _connect(address)
     reader.sendall(encode_frame(FLOOD_ROOM, b""))
     reader.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(reader, selectors.EVENT_READ, "reader")
-    frame = encode_frame(FLOOD_ROOM, b"f")
-    batch = memoryview(frame * 4096)
+    frame_size = len(encode_frame(FLOOD_ROOM, b"f"))  # LONE_FLOOD_ROOM's are the same size
+    batches = {room: memoryview(encode_frame(room, b"f") * 4096) for _, room in FLOOD_ENDINGS}
     marker = b"> f</RID:%d>" % FLOOD_ROOM  # the end of a flood frame, as the reader gets it
     tail = b""
     delivered = sent_bytes = 0
     stats = _abuse()
-    stats.update(episodes=0, fin=0, reset=0)
+    stats["endings"] = dict.fromkeys((ending for ending, _ in FLOOD_ENDINGS), 0)
     honest_cut = 0
     ports = {reader.getsockname()[1]: "flood reader"}
     flooder: dict | None = None
@@ -712,25 +734,24 @@ def _flood(address, until, p) -> dict:
         if now >= until + 2.0:  # the reader takes the last of it for 2 s
             break
         if flooder is None and next_at <= now < until:
+            ending, room = FLOOD_ENDINGS[stats["started"] % len(FLOOD_ENDINGS)]
             sock = _connect(address)
-            sock.sendall(encode_frame(FLOOD_ROOM, b""))
+            sock.sendall(encode_frame(room, b""))
             sock.setblocking(False)
             flooder = {"sock": sock, "at": now, "off": 0, "dec": FrameDecoder()}
-            ending = "reset" if stats["episodes"] % 2 else "FIN"
+            flooder.update(ending=ending, batch=batches[room], watched=room == FLOOD_ROOM)
             ports[sock.getsockname()[1]] = f"flooder, ended with a {ending}"
             sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, "flooder")
             stats["started"] += 1
-            stats["episodes"] += 1
         if flooder is not None and (now >= flooder["at"] + p["flood_seconds"] or now >= until):
             sel.unregister(flooder["sock"])
-            if stats["episodes"] % 2:
-                flooder["sock"].close()
-                stats["fin"] += 1
-            else:
+            if flooder["ending"] == "reset":
                 _reset(flooder["sock"])
-                stats["reset"] += 1
+            else:
+                flooder["sock"].close()
+            stats["endings"][flooder["ending"]] += 1
             stats["ended"] += 1
-            flood_time += now - flooder["at"]
+            flood_time += (now - flooder["at"]) if flooder["watched"] else 0.0
             flooder = None
             next_at = now + p["flood_pause"]
         for key, events in sel.select(0.05):
@@ -753,9 +774,9 @@ def _flood(address, until, p) -> dict:
             if events & selectors.EVENT_WRITE:
                 try:  # as fast as it can: everything the kernel takes, again and again
                     for _ in range(64):
-                        n = flooder["sock"].send(batch[flooder["off"] :])
+                        n = flooder["sock"].send(flooder["batch"][flooder["off"] :])
                         sent_bytes += n
-                        flooder["off"] = (flooder["off"] + n) % len(frame)
+                        flooder["off"] = (flooder["off"] + n) % frame_size
                 except BlockingIOError:
                     pass
                 except OSError:
@@ -775,11 +796,11 @@ def _flood(address, until, p) -> dict:
                     key_ = f"{reason_kind(why)}: {why}" if why else "none: closed, no reason"
                     stats["reasons"][key_] = stats["reasons"].get(key_, 0) + 1
                     stats["cut_off"] += 1
-                    flood_time += now - flooder["at"]
+                    flood_time += (now - flooder["at"]) if flooder["watched"] else 0.0
                     flooder = None
                     next_at = now + p["flood_pause"]
     reader.close()
-    stats["sent"] = sent_bytes // len(frame)
+    stats["sent"] = sent_bytes // frame_size
     stats["delivered"] = delivered
     stats["delivered_per_flood_second"] = delivered / flood_time if flood_time else None
     stats["unaccounted"] = stats["started"] - stats["cut_off"] - stats["ended"]
@@ -844,10 +865,11 @@ def format_report(report: dict) -> str:
         extra = ""
         if kind == "flood":
             per = s.get("delivered_per_flood_second")
+            endings = ", ".join(f"{n} {e}" for e, n in s.get("endings", {}).items())
             extra = (
-                f"; {s.get('episodes', 0)} episodes ({s.get('fin', 0)} FIN, {s.get('reset', 0)}"
-                f" reset), {s.get('sent', 0)} frames sent, {s.get('delivered', 0)} delivered"
-                f" ({'-' if per is None else f'{per:.0f}'}/s of flooding)"
+                f" ({endings}); {s.get('sent', 0)} frames sent, {s.get('delivered', 0)}"
+                f" delivered to the reader ({'-' if per is None else f'{per:.0f}'}/s of its"
+                " room's flooding)"
             )
         lines.append(
             f"  {kind.replace('_', ' '):<12} {s['started']} started, {s['cut_off']} cut off by"
