@@ -547,6 +547,7 @@ class ChatMachine(RuleBasedStateMachine):
         loop = self.server.loop.statistics()
         assert loop.errors == 0, f"{loop.errors} server callback(s) raised; see the log"
         assert loop.dropped_fds == 0, "the server closed a socket that was still registered"
+        assert loop.stale_fds == 0, "the server closed a socket that was still registered"
         if self.sockets_before is not None:
             left = _socket_fds() - self.sockets_before
             assert not left, f"{len(left)} socket(s) of this example left open: {sorted(left)}"
