@@ -107,6 +107,24 @@ def test_a_flooder_is_throttled_to_its_rate_and_loses_nothing(backend):
         assert errors_in_room0(mallory) == []
 
 
+def test_a_client_over_its_rate_for_too_long_is_disconnected_for_flooding(backend):
+    # Its kernel buffers hold far more than the rate lets through: after flood_timeout
+    # seconds without its bucket ever filling up, the rest is not read but cut off, and
+    # its fd is released (without the rule: minutes of reading at the rate, fd held).
+    limits = chatlab.Limits(max_message_rate=50, message_burst=5, flood_timeout=0.5)
+    with room_with_offender(backend, limits=limits) as (server, alice, bob, carol, mallory):
+        flood = b"".join(encode_frame(R, f"flood {i}") for i in range(2000))
+        mallory.send_raw(flood)
+        mallory.wait_closed()
+        assert errors_in_room0(mallory) == [
+            "! disconnected: excess flood: over 50 messages a second for 0.5 s"
+        ]
+        bob.expect("* mallory left room 700 (excess flood: over 50 messages a second", room=R)
+        texts = [line.text for line in bob.transcript if line.sender == "mallory"]
+        assert 5 <= len(texts) < 200  # the burst, then ~50 a second, then nothing
+        assert texts == [f"flood {i}" for i in range(len(texts))]  # in order, none skipped
+
+
 def test_one_callback_handles_a_bounded_number_of_frames(backend):
     # Fairness with the limit off: one recv() of 200 frames is handled 64 at a time, and the
     # rest waits for the next loop pass (guards.py note 3). Read on the loop's thread, while

@@ -116,6 +116,7 @@ PINNED = [
     (p.NotReading(4096), "! output buffer over 4096 bytes: you are not reading"),
     (p.FrameTimedOut(30), "! frame not completed within 30 s"),
     (p.FrameTimedOut(0.5), "! frame not completed within 0.5 s"),
+    (p.ExcessFlood(100, 30), "! excess flood: over 100 messages a second for 30 s"),
     (p.BuffersFull(268435456), "! server buffers over 268435456 bytes, and yours held the most"),
     (
         p.Disconnected("frame larger than 1024 bytes"),
@@ -334,6 +335,9 @@ REPLIES = {
     p.NotReading: st.builds(p.NotReading, counts),
     p.FrameTimedOut: st.builds(p.FrameTimedOut, st.sampled_from([0.5, 1.0, 5.0, 30.0, 2.25])),
     p.BuffersFull: st.builds(p.BuffersFull, counts),
+    p.ExcessFlood: st.builds(
+        p.ExcessFlood, st.sampled_from([1.0, 50.0, 100.0, 2.5]), st.sampled_from([0.5, 30.0])
+    ),
     p.Disconnected: st.builds(p.Disconnected, texts),
     p.ServerFull: st.builds(p.ServerFull, counts, texts.filter(bool)),
     p.CannotAccept: st.builds(p.CannotAccept, texts),
@@ -411,7 +415,7 @@ FRAGMENTS = [
     "out of file descriptors", "knows only", " member)", " members)", " members on",
     "rooms (members)", "no rooms yet", "(this one", "no bus: ", "commands: ", "bye (",
     "network degraded", "network restored", "echo: ", "you are not reading",
-    "not completed within", "yours held the most",
+    "not completed within", "yours held the most", "excess flood",
 ]  # fmt: skip
 # The modules that build or read replies: all of them, through the types.
 SWITCHED = [

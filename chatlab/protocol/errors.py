@@ -200,6 +200,28 @@ class FrameTimedOut(ErrorReply):
 
 
 @dataclass(frozen=True)
+class ExcessFlood(ErrorReply):
+    """Why a client that stayed over its message rate too long is cut off (IRC's "Excess
+    Flood"); chatlab's server says it inside Disconnected's reason."""
+
+    rate: float
+    seconds: float
+
+    PATTERN = _regex(
+        r"excess flood: over (?P<rate>\d+(?:\.\d+)?) messages a second "
+        r"for (?P<seconds>\d+(?:\.\d+)?) s"
+    )
+
+    def sentence(self) -> str:
+        return f"excess flood: over {self.rate:g} messages a second for {self.seconds:g} s"
+
+    @classmethod
+    def _read(cls, sentence):
+        match = cls.PATTERN.fullmatch(sentence)
+        return None if match is None else cls(float(match["rate"]), float(match["seconds"]))
+
+
+@dataclass(frozen=True)
 class BuffersFull(ErrorReply):
     """Why the connection holding the most buffered bytes is cut off when all connections
     together hold more than ``limit`` (redis's maxmemory-clients); inside Disconnected."""

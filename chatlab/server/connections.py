@@ -77,6 +77,7 @@ class Connection(Stream):
         "frame_timer",
         "tokens",
         "tokens_at",
+        "flooding_since",
         "resume",
     )
 
@@ -100,6 +101,7 @@ class Connection(Stream):
         self.frame_timer: TimerHandle | None = None  # its deadline (one at most)
         self.tokens = 0.0  # the token bucket (guards.admit fills it)
         self.tokens_at = 0.0
+        self.flooding_since: float | None = None  # since when its bucket was last full
         self.resume: Handle | None = None  # set while not read: over its rate, or its turn
 
     @property

@@ -14,6 +14,9 @@ Design notes:
    A frame costs a token; tokens come back at the rate, up to the burst. A connection
    without a token is not read until one is back: its bytes wait in its kernel buffer,
    then TCP's window stops the sender. Nothing is dropped, and we buffer nothing for it.
+   But its kernel buffers can hold minutes of messages, which we would go on reading, at
+   the rate, long after it left: a connection whose bucket has not been full again for
+   ``flood_timeout`` seconds is disconnected for flooding (IRC's "Excess Flood").
 3. Fairness, limit or not: one readiness callback handles at most FRAMES_PER_CALLBACK frames;
    the rest wait for the next loop pass, so one client's 64 KiB of tiny frames cannot hold
    the loop while everyone else waits.
@@ -51,6 +54,7 @@ class Guards:
         self.frame_timeout = limits.frame_timeout
         self.rate = limits.max_message_rate
         self.burst = limits.message_burst
+        self.flood_timeout = limits.flood_timeout
         self.max_memory = limits.max_buffer_memory
         self.held_input = 0  # input bytes held by every connection (note 4)
         self._next_pass: dict[Connection, None] = {}  # paused for their turn (note 3)
@@ -62,6 +66,7 @@ class Guards:
         """A new connection starts with a full bucket."""
         conn.tokens = float(self.burst)
         conn.tokens_at = self.loop.time()
+        conn.flooding_since = None
 
     # -- flood control and fairness (notes 2 and 3) ---------------------------------------
 
@@ -72,6 +77,15 @@ class Guards:
         now = self.loop.time()
         tokens = min(self.burst, conn.tokens + (now - conn.tokens_at) * self.rate)
         conn.tokens, conn.tokens_at = tokens, now
+        if tokens >= self.burst:
+            conn.flooding_since = None  # its bucket filled up again: it keeps to its rate
+        elif conn.flooding_since is None:
+            conn.flooding_since = now
+        elif self.flood_timeout and now - conn.flooding_since > self.flood_timeout:
+            # Over its rate all that time (note 2): what its kernel still holds is flood.
+            why = protocol.ExcessFlood(self.rate, self.flood_timeout).sentence()
+            self.conns.disconnect(conn, why)
+            return 0
         if tokens < 1:
             self.pause(conn)
             return 0
