@@ -117,6 +117,8 @@ def run_cli(args) -> dict:
         args.flood_seconds = args.flood_pause = 2.0
         if args.frame_timeout is None:
             args.frame_timeout = 2.0
+        if "--flood-timeout" not in args.server_args:  # a flooder cut off within the run
+            args.server_args += " --flood-timeout 3"
     return run(**vars(args))
 
 
@@ -151,6 +153,12 @@ def run(
     # control: _util.SERVERS): its own default rate, unless --server-args says otherwise.
     flags = [] if rate_default is None else ["--max-message-rate", f"{rate_default:g}"]
     flags += shlex.split(server_args)
+    # A flooder is cut off flood_timeout seconds into its flood (limits.py): settle at least
+    # that long after the load, or the last one is still held when we look.
+    flood_timeout = getattr(Limits(), "flood_timeout", 0.0)
+    if "--flood-timeout" in flags:
+        flood_timeout = float(flags[flags.index("--flood-timeout") + 1])
+    settle = max(settle, flood_timeout + 10.0)
     note = None
     try:
         server = ServerProcess("chatlab", backend, extra_args=[*flags, *timeout_flag])
