@@ -10,6 +10,7 @@ import queue as queue_module
 import re
 import select
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -326,6 +327,17 @@ def _proc_table(path: str) -> Iterable[list[str]]:
             return [line.split() for line in f]
     except FileNotFoundError:  # no IPv6, say
         return []
+
+
+def recv_or_eof(sock: socket.socket, size: int = 65536) -> bytes | None:
+    """One recv() on a non-blocking socket for a load's client: None if nothing is there
+    yet; b"" at EOF, and after any error (a reset ends a client as EOF does)."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def disconnect_reason(decoder: FrameDecoder) -> str | None:

@@ -48,6 +48,7 @@ from ._util import (
     percentile,
     raise_fd_limit,
     reason_kind,
+    recv_or_eof,
     rss_of,
     run_load,
 )
@@ -343,12 +344,9 @@ def _senders(address, params, begin) -> dict:
                     sent_whole_by = now - started
                     sel.modify(client, selectors.EVENT_READ, i)  # silence from now on
             elif events & selectors.EVENT_READ:
-                try:
-                    data = client.recv(65536)
-                except BlockingIOError:
+                data = recv_or_eof(client)
+                if data is None:
                     continue
-                except OSError:
-                    data = b""
                 if data:
                     decoders[i].receive_data(data)
                 else:
@@ -590,12 +588,9 @@ def _pair(address, params, begin) -> dict:
         timeout = max(0.0, next_at - time.monotonic()) if sending else 0.1
         for key, _ in sel.select(min(timeout, 0.1)):
             member = a if key.data == "a" else b
-            try:
-                data = member.recv(65536)
-            except BlockingIOError:
+            data = recv_or_eof(member)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             t = time.perf_counter()
             decoder = decoders[key.data]
             decoder.receive_data(data)

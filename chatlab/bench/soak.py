@@ -58,6 +58,7 @@ from ._util import (
     flag_missing,
     open_fds,
     reason_kind,
+    recv_or_eof,
     rss_of,
     run_load,
     tcp_connections,
@@ -469,12 +470,9 @@ def _fanout(address, until, p) -> dict:
         for key, _ in sel.select(max(0.0, min(wake - now, 0.1))):
             i = key.data
             sock, room, me, decoder = members[i]
-            try:
-                data = sock.recv(262144)
-            except BlockingIOError:
+            data = recv_or_eof(sock, 262144)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             decoder.receive_data(data)
             for event in decoder.events():
                 if not isinstance(event, Frame):
@@ -599,12 +597,9 @@ def _slow_readers(address, until, p) -> dict:
         ready, _, _ = select.select([watcher], [], [], 0.1)
         if not ready:
             continue
-        try:
-            data = watcher.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
+        data = recv_or_eof(watcher, 1 << 20)
+        if data is None:
             continue
-        except OSError:
-            data = b""
         if not data:
             honest_cut += 1
             break
@@ -688,12 +683,9 @@ def _slow_senders(address, until, p) -> dict:
                         s["sock"].send(b"s")
         for key, _ in sel.select(0.1):
             s = key.data
-            try:
-                data = s["sock"].recv(65536)
-            except BlockingIOError:
+            data = recv_or_eof(s["sock"])
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             s["dec"].receive_data(data)
             s["reason"] = disconnect_reason(s["dec"]) or s.get("reason")
             if not data:
@@ -764,12 +756,9 @@ def _flood(address, until, p) -> dict:
             next_at = now + p["flood_pause"]
         for key, events in sel.select(0.05):
             if key.data == "reader":
-                try:
-                    data = reader.recv(1 << 20)
-                except BlockingIOError:
+                data = recv_or_eof(reader, 1 << 20)
+                if data is None:
                     continue
-                except OSError:
-                    data = b""
                 if not data:
                     honest_cut += 1
                     sel.unregister(reader)
@@ -790,12 +779,9 @@ def _flood(address, until, p) -> dict:
                 except OSError:
                     events |= selectors.EVENT_READ
             if events & selectors.EVENT_READ:
-                try:
-                    data = flooder["sock"].recv(65536)
-                except BlockingIOError:
+                data = recv_or_eof(flooder["sock"])
+                if data is None:
                     continue
-                except OSError:
-                    data = b""
                 flooder["dec"].receive_data(data)
                 why = disconnect_reason(flooder["dec"])
                 if why or not data:  # the server cut it off
