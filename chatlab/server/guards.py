@@ -25,6 +25,14 @@ Design notes:
    pass (a before-poll hook), if the total is over the limit, the connection holding the
    most is disconnected, and the next, until the total is under (redis's
    maxmemory-clients).
+
+Discussion: what the guards cost a server that needs none of them. With the rate limit off
+(as the throughput benchmarks run), each read still pays for a budget, a count of the frames
+taken out (islice), and, when it ends part way through a frame, the frame's clock and the
+memory count: no syscall, a few hundred nanoseconds per read. On fanout 10 x 10 (native
+generator, server pinned) that measured about 3% of server CPU per delivery against the
+commit before the guards, in two sessions of four alternating runs each (in proportion to
+epoll-flat-noruns in the same run: 1.26 -> 1.30 and 1.21 -> 1.25).
 """
 
 from __future__ import annotations
