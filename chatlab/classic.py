@@ -8,20 +8,30 @@ Its protocol: a client sends ``<RID:111></RID:111>`` to join room 111, then
 ``<RID:111>text</RID:111>`` per message; the server sends the other members plain text,
 ``[host:port] entered room.`` and ``<('host', port)>text``, without frames or newlines.
 
-Two changes from the original, so that a notebook or a test can run it and stop it: it
-binds port 0 when asked, and select() wakes up every 0.1 s to check ``stop()``. It also
-counts its loop iterations, which is how notebook 05 shows the spin on EOF.
+What changed from the original, so that a notebook or a test can run it, watch it and stop
+it: it is a class (the original keeps its sockets in module globals and binds at import), it
+binds port 0 when asked, and select() wakes up every 0.1 s to check ``stop()``. It counts
+its loop iterations (notebook 05 shows the spin on EOF with them) and its recv() calls:
+``wait_reads(n)`` returns once the server has read n times, so a demo can send the second
+half of a frame only after the server has read the first, without guessing with a sleep.
+Everything else, bugs included, is the original's logic in Python 3.
 """
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
 
-from .framing import FRAME_RE
+__all__ = ["CLASSIC_RE", "ClassicServer"]
 
-__all__ = ["ClassicServer"]
+# The original's regex, verbatim; only the b"" is ours (Python 3 sockets give bytes). [\s\S]
+# is "any character, newline included", which a plain `.` is not without re.DOTALL; `*?`
+# stops at the first closing tag; `\1` makes the closing tag repeat the opening's number.
+# chatlab.framing.FRAME_RE is the same pattern, spelled with re.DOTALL and without the `^`
+# (which re.match() does not need: match() only tries position 0; search() tries them all).
+CLASSIC_RE = re.compile(rb"^<RID:(\d+)>([\s\S]*?)</RID:\1>")
 
 
 class ClassicServer:
@@ -33,6 +43,8 @@ class ClassicServer:
         self.inputs = [self.listener]  # everything select() watches
         self.rooms: dict[bytes, list[socket.socket]] = {}  # room id -> member sockets
         self.iterations = 0  # select() calls so far
+        self.reads = 0  # recv() calls that returned (bytes or b""), so far
+        self._progress = threading.Condition()
         self.crash: BaseException | None = None  # what killed serve_forever(), if anything
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,10 +69,18 @@ class ClassicServer:
     def handle(self, sock: socket.socket) -> None:
         # BUG: one recv() is taken as one frame. Half a frame does not match and is lost;
         # two frames in one read deliver only the first. (framing.FrameDecoder)
-        # BUG: nothing catches a reset here: a client that vanishes with RST makes recv()
-        # raise ConnectionResetError, and the whole server dies. (server: _on_readable)
-        data = sock.recv(1024)
-        match = FRAME_RE.match(data)
+        try:
+            data = sock.recv(1024)
+        except OSError:  # the original: `except socket.error`, around its recv()
+            # BUG: this cleanup names `member`, broadcast()'s loop variable, which does not
+            # exist here: the first reset raises NameError and the server dies of the very
+            # error this handler was written for. (server: one disconnect path, tested)
+            self.inputs.remove(member)  # type: ignore[name-defined]  # noqa: F821
+        finally:
+            with self._progress:
+                self.reads += 1
+                self._progress.notify_all()
+        match = CLASSIC_RE.match(data)
         if not match:
             # BUG: EOF (b"") lands here too. The socket stays in self.inputs, select()
             # reports it readable at once, forever: the loop spins at full CPU.
@@ -90,6 +110,13 @@ class ClassicServer:
                 room.remove(member)
                 # BUG: the closed socket stays in self.inputs; the next select() fails on
                 # it and the server dies. (server: one disconnect path that unregisters)
+
+    def wait_reads(self, count: int, timeout: float = 5.0) -> None:
+        """Return once the server has made ``count`` recv() calls in all (not in the original:
+        it lets a demo order its sends without sleeping); TimeoutError if it does not."""
+        with self._progress:
+            if not self._progress.wait_for(lambda: self.reads >= count, timeout):
+                raise TimeoutError(f"the classic server made {self.reads} reads, not {count}")
 
     def start(self) -> ClassicServer:
         self._thread = threading.Thread(target=self.serve_forever, name="classic-server")
