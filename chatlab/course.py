@@ -45,6 +45,14 @@ REQUIREMENTS: dict[str, tuple[Callable[[], bool], str]] = {
         lambda: os.path.isdir("/proc/self/fd"),
         "/proc/self/fd lists a process's open files on Linux only",
     ),
+    "strace": (
+        lambda: shutil.which("strace") is not None,
+        "strace is Linux's syscall tracer (apt install strace); macOS has dtruss",
+    ),
+    "ss": (
+        lambda: shutil.which("ss") is not None,
+        "ss lists sockets on Linux (apt install iproute2); elsewhere use netstat or lsof",
+    ),
     "redis-server": (
         lambda: shutil.which("redis-server") is not None,
         "redis-server is not on PATH (apt install redis-server, brew install redis)",
