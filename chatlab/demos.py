@@ -25,7 +25,10 @@ Stopping a thread that is blocked in a system call. A flag is not enough (the th
 asleep in the kernel, not looking at it) and ``close()`` from another thread does not wake
 a blocked ``accept()``. So ``stop()`` shuts the sockets down instead: on Linux, a blocked
 ``accept()`` then fails, a blocked ``recv()`` returns b"" as at EOF, and a blocked
-``sendall()`` fails with EPIPE. Every thread sees the flag and returns, and ``stop()``
+``sendall()`` fails with EPIPE. Waking ``accept()`` that way is Linux behaviour; on macOS
+and the BSDs shutting down a listening socket may fail or wake nobody, so ``stop()`` also
+connects to the listener, which makes ``accept()`` return everywhere. Every thread sees
+the flag and returns, and ``stop()``
 joins them with a bound. Only the thread that owns a socket closes it, so a fd number is
 never closed twice.
 """
@@ -115,11 +118,16 @@ class _Server:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._stopping = True  # from now on, accept() hands out no client and no thread
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # Linux: a blocked accept() fails
-        except OSError:
-            # Elsewhere (macOS, BSD) a listening socket cannot be shut down: connect to it
-            # instead, so accept() returns; the loop sees the flag and drops the connection.
+        # Wake the accept() thread. POSIX does not say what shutdown() does to a listening
+        # socket. On Linux it succeeds and a blocked accept() fails at once (EINVAL; notebook
+        # 01 shows it live). On macOS and the BSDs it may fail (ENOTCONN) or succeed and wake
+        # nobody, so do not rely on it alone: also connect to the listener while the thread
+        # runs. A connection makes a blocked accept() return on every platform; the loop then
+        # sees the flag and closes it. (On Linux, after shutdown(), that connect is refused at
+        # once: harmless.) close() would not do: it does not wake a thread blocked in accept().
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(OSError):
                 socket.create_connection(self.address, timeout=1).close()
         threads = [self._thread] if self._thread is not None else []

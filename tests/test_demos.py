@@ -6,6 +6,7 @@ each must stop at once whatever its threads are blocked in, leaving no thread be
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -200,3 +201,33 @@ def test_threaded_server_stops_with_many_clients_connected():
         for client in clients:
             client.close()
     assert set(threading.enumerate()) == before
+
+
+class _ListenerThatFailsShutdown(socket.socket):
+    """A listening socket whose shutdown() fails, as it may on macOS and the BSDs."""
+
+    def shutdown(self, how: int) -> None:
+        raise OSError(errno.ENOTCONN, "Socket is not connected (as on macOS)")
+
+
+class _ListenerThatIgnoresShutdown(socket.socket):
+    """A listening socket whose shutdown() succeeds and wakes nobody (POSIX allows it)."""
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("listener", [_ListenerThatFailsShutdown, _ListenerThatIgnoresShutdown])
+@pytest.mark.parametrize("cls", SERVERS)
+def test_stop_wakes_accept_where_shutdown_of_a_listener_does_not(cls, listener):
+    # Waking a blocked accept() with shutdown() is Linux behaviour: stop() must not rely on it.
+    before = set(threading.enumerate())
+    server = cls()
+    plain = server._listener
+    server._listener = listener(plain.family, plain.type, fileno=plain.detach())
+    server.start()
+    wait_for(lambda: len(server_threads(server)) == 1, "the accept() thread to start")
+    started = time.monotonic()
+    assert server.stop(timeout=5) is True
+    assert time.monotonic() - started < 1.0
+    assert set(threading.enumerate()) == before, "no thread left behind"
