@@ -66,9 +66,11 @@ test-matrix:
 	echo "test-matrix: passed:$${ran:- none}; failed:$${failed:- none}; skipped:$${skipped:- none}"; \
 	[ -z "$$failed" ]
 
-## make server: the chat server on epoll, in the foreground.
+## make server: the chat server in the foreground, on the best backend here (epoll on Linux,
+# kqueue on macOS; BACKEND=poll picks another).
+BACKEND ?= auto
 server: $(STAMP)
-	$(PY) -m chatlab.server --backend epoll --host $(HOST) --port $(PORT)
+	$(PY) -m chatlab.server --backend $(BACKEND) --host $(HOST) --port $(PORT)
 
 ## make bench: build the native load generator and C server (chatlab/bench/native, into
 # ~/.cache/chatlab), then the fanout benchmark (figures, not a test).
@@ -81,4 +83,5 @@ clean:
 
 ## make notebooks: re-execute every notebook and store its outputs (then commit them).
 notebooks: $(STAMP)
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/[0-9]*.ipynb
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    notebooks/[0-9]*.ipynb notebooks/solutions/[0-9]*.ipynb

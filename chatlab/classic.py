@@ -11,8 +11,8 @@ Its protocol: a client sends ``<RID:111></RID:111>`` to join room 111, then
 What changed from the original, so that a notebook or a test can run it, watch it and stop
 it: it is a class (the original keeps its sockets in module globals and binds at import), it
 binds port 0 when asked, and select() wakes up every 0.1 s to check ``stop()``. It counts
-its loop iterations (notebook 05 shows the spin on EOF with them) and its recv() calls:
-``wait_reads(n)`` returns once the server has read n times, so a demo can send the second
+its loop iterations (notebook 05 shows the spin on EOF with them) and its reads:
+``wait_reads(n)`` returns once the server has handled n reads, so a demo can send the second
 half of a frame only after the server has read the first, without guessing with a sleep.
 Everything else, bugs included, is the original's logic in Python 3.
 """
@@ -43,7 +43,7 @@ class ClassicServer:
         self.inputs = [self.listener]  # everything select() watches
         self.rooms: dict[bytes, list[socket.socket]] = {}  # room id -> member sockets
         self.iterations = 0  # select() calls so far
-        self.reads = 0  # recv() calls that returned (bytes or b""), so far
+        self.reads = 0  # handle() calls done (one recv() each, and what followed), so far
         self._progress = threading.Condition()
         self.crash: BaseException | None = None  # what killed serve_forever(), if anything
         self._stopping = threading.Event()
@@ -59,7 +59,12 @@ class ClassicServer:
                         conn, _ = self.listener.accept()
                         self.inputs.append(conn)
                     else:
-                        self.handle(sock)
+                        try:
+                            self.handle(sock)
+                        finally:  # not in the original: what wait_reads() waits for
+                            with self._progress:
+                                self.reads += 1
+                                self._progress.notify_all()
         except BaseException as exc:  # the original simply died here, with a traceback
             self.crash = exc
         finally:
@@ -76,10 +81,6 @@ class ClassicServer:
             # exist here: the first reset raises NameError and the server dies of the very
             # error this handler was written for. (server: one disconnect path, tested)
             self.inputs.remove(member)  # type: ignore[name-defined]  # noqa: F821
-        finally:
-            with self._progress:
-                self.reads += 1
-                self._progress.notify_all()
         match = CLASSIC_RE.match(data)
         if not match:
             # BUG: EOF (b"") lands here too. The socket stays in self.inputs, select()
@@ -112,8 +113,9 @@ class ClassicServer:
                 # it and the server dies. (server: one disconnect path that unregisters)
 
     def wait_reads(self, count: int, timeout: float = 5.0) -> None:
-        """Return once the server has made ``count`` recv() calls in all (not in the original:
-        it lets a demo order its sends without sleeping); TimeoutError if it does not."""
+        """Return once the server has handled ``count`` reads in all: made the recv() and done
+        what followed (not in the original: it lets a demo order its sends without sleeping,
+        and read the rooms when they are settled); TimeoutError if it does not."""
         with self._progress:
             if not self._progress.wait_for(lambda: self.reads >= count, timeout):
                 raise TimeoutError(f"the classic server made {self.reads} reads, not {count}")
