@@ -220,6 +220,15 @@ def test_04_3_stub_without_broadcast():
     assert "does not override broadcast()" in str(verdict)
 
 
+def test_04_3_stub_broadcast_sends_nothing():
+    class Stub(ClassicServer):
+        def broadcast(self, room, sender, data): ...
+
+    verdict = ch04.check_fixed_server(Stub)
+    assert not verdict
+    assert "bob never got '[host:port] entered room.' when carol joined" in str(verdict)
+
+
 def test_04_3_copy_only_crashes():
     verdict = ch04.check_fixed_server(CopyOnly)
     text = str(verdict)

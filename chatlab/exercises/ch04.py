@@ -204,7 +204,15 @@ def check_fixed_server(server_class: Any) -> Verdict:
             client.join(ROOM, wait=False)
             server.wait_reads(i + 1, WAIT)  # the join was handled before the next one
             for member in clients[:i]:
-                member.expect("entered room")  # read it: nothing unread, so bob's close is FIN
+                try:
+                    member.expect("entered room")  # read it: nothing unread, so bob's close is FIN
+                except ExpectTimeout:
+                    check.expect(
+                        False,
+                        f"{member.name} never got '[host:port] entered room.' when "
+                        f"{client.name} joined: does your broadcast() send to the others?",
+                    )
+                    return check.verdict()
         room = server.rooms[str(ROOM).encode()]
         bob_there = room[0]  # the server's socket for bob: he joined first
         bob.close()
