@@ -3,6 +3,9 @@
 ``with RedisServer() as redis: ... redis.url ...``. It runs the ``redis-server`` program
 (Debian's package: ``apt-get install redis-server``) with nothing saved to disk, listening
 on 127.0.0.1 only. ``kill()`` and ``start()`` again (same port) play a crash and a restart.
+
+It dies with the process that started it (``chatlab.children.spawn``): a notebook's kernel
+that is restarted, or a test run killed with ``SIGKILL``, leaves no redis-server behind.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import socket
 import subprocess
 import time
 
+from .children import release, spawn
 from .errors import RedisServerError
 
 __all__ = ["RedisServer", "RedisServerError", "redis_server_path"]
@@ -48,7 +52,7 @@ class RedisServer:
             )
         for _attempt in range(5):  # a free port can be taken before redis binds it: retry
             port = self.port or _free_port(self.host)
-            self.proc = proc = subprocess.Popen(
+            self.proc = proc = spawn(
                 [program, "--bind", self.host, "--port", str(port), "--save", "",
                  "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -58,6 +62,7 @@ class RedisServer:
                 return self
             proc.kill()
             proc.wait()
+            release(proc)
             if self.port is not None:
                 break  # a fixed port (a restart): retrying would not help
         raise RedisServerError(f"redis-server did not start on {self.host}:{self.port or port}")
@@ -87,6 +92,7 @@ class RedisServer:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        release(proc)
 
     def stop(self) -> None:
         proc = self.proc
@@ -99,6 +105,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
         proc.wait()
+        release(proc)
 
     def __enter__(self) -> RedisServer:
         return self.start() if not self.running else self
