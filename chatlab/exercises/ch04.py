@@ -22,7 +22,7 @@ from ..classic import ClassicServer
 from ..scripted import ExpectTimeout, ScriptedClient
 from . import Check, Verdict
 
-__all__ = ["COST_QUESTIONS", "check_broadcast", "check_costs", "check_fixed_server"]
+__all__ = ["COST_QUESTIONS", "check_broadcast", "check_costs", "check_fixed_server", "count_steps"]
 
 
 # -- 04.1 ------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def check_broadcast(answer: Callable[[list[str], Callable[[str], None]], Any]) -
         case = f"with {original} and {sorted(dead)} dead"
         ok, removed = check.call(answer, members, send)
         if not ok:
-            check.problems[-1] += f" ({case})"
+            check.problems[-1] += f" ({case}" + (f"; it had sent to {sent})" if sent else ")")
             break
         alive = [m for m in original if m not in dead]
         missed = [m for m in original if m not in sent]
@@ -111,9 +111,10 @@ class _Member:
         return self.number
 
 
-def _steps(question: str, n: int) -> int:
-    """Comparisons (or members visited) that ``question`` takes in a room of n, for the member
-    who joined last, looked up with an equal but distinct object (so `is` cannot shortcut)."""
+def count_steps(question: str, n: int) -> int:
+    """The steps ``question`` (one of COST_QUESTIONS) takes in a room of n: the comparisons
+    made for the member who joined last, looked up with an equal but distinct object (so that
+    the ``is`` shortcut cannot skip them), or the members visited, for the loop."""
     room = [_Member(i) for i in range(n)]
     last = _Member(n - 1)
     as_list, as_dict = list(room), dict.fromkeys(room)
@@ -126,8 +127,10 @@ def _steps(question: str, n: int) -> int:
         assert last in as_dict
     elif question == "dict: del members[x]":
         del as_dict[last]
-    else:
+    elif question == "dict: for m in members":
         return sum(1 for _ in as_dict)
+    else:
+        raise ValueError(f"unknown question {question!r}; the questions: {COST_QUESTIONS}")
     return _Member.comparisons
 
 
@@ -147,7 +150,7 @@ def check_costs(answers: dict[str, Any]) -> Verdict:
             said in ("o(1)", "o(n)"), f"{question!r}: answer 'O(1)' or 'O(n)', not {given!r}"
         ):
             continue
-        small, large = _steps(question, 1000), _steps(question, 2000)
+        small, large = count_steps(question, 1000), count_steps(question, 2000)
         truth = "O(n)" if large >= 2 * small > 0 else "O(1)"
         check.expect(
             said == truth.lower(),
