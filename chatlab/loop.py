@@ -17,11 +17,13 @@ Design notes, in the order a reader meets them:
 5. The rule: remove a fd from the loop *before* closing it. A fd closed while still
    registered is a bug in the caller, but it must not become a busy loop, on any backend.
    select fails with EBADF and poll returns POLLNVAL on every call: those backends report
-   the fd as INVALID, and the loop drops it (``dropped_fds``). epoll is subtler. The kernel
-   forgets a file only when the *last* fd referring to it is closed, and a dup(), a fork()ed
-   child or a fd sent over a unix socket keeps it open: epoll then goes on reporting that
-   file under the closed number (the dup trap, chatlab/backends/epoll.py), and a loop that
-   runs the old reader each time never sleeps. The loop cannot see a close(), and one
+   the fd as INVALID, and the loop drops it (``dropped_fds``). epoll is subtler: closing a
+   registered fd takes it out of the set only if that fd was the *last* one referring to
+   its file (epoll(7), Q6). A dup(), the copy a fork()ed child inherits, or a fd sent over a
+   unix socket (SCM_RIGHTS) keeps the file open, and epoll goes on reporting it under the
+   closed number, which may meanwhile name another file (the dup trap, chatlab/backends/
+   epoll.py; notebook 02 shows dup and fork): a loop that runs the old reader each time
+   never sleeps. The loop cannot see a close(), and one
    fstat() per event would tax every healthy fd, so it uses what it knows for free: the file
    each fd named when registered (add_reader() calls fstat() anyway), and the last pass's
    ready list. A dead registration makes the backend say the same thing pass after pass; so

@@ -11,10 +11,12 @@ reads part of what arrived and returns will not be told again: the rest waits fo
 is drained, like select and poll.
 
 The dup trap (epoll(7), Q6). The set holds (fd number, open file) pairs and reports events
-under the number. The kernel drops an entry only when its *file* is released, that is when
-the LAST fd referring to it is closed: a dup(), a fork()ed child, a fd sent over a unix
-socket keep it open. Close a registered fd while such a copy lives, and the entry stays,
-reported under the closed number, on every wait if the file is readable. No epoll_ctl() can
+under the number. Closing a registered fd does NOT take it out of the set by itself: the
+kernel drops an entry only when its *file* is released, that is when the LAST fd referring
+to it is closed. A dup(), the copies a fork()ed child inherits, a fd sent over a unix
+socket (SCM_RIGHTS) keep it open (notebook 02 shows dup and fork live). Close a registered
+fd while such a copy lives, and the entry stays, reported under the closed number, on
+every wait if the file is readable. No epoll_ctl() can
 remove it (measured on Linux 6.x): DEL by the closed number fails with EBADF; by the copy's
 number, ENOENT (another key); once the number is reused, DEL and MOD fail with ENOENT and
 ADD succeeds, so two entries answer to one number. Only a fd with the same number *and* the
@@ -26,6 +28,12 @@ only after the caller closed a fd before removing it. The fds the fresh set cann
 finds the trap when no epoll_ctl() is made (chatlab/loop.py, design note 5) and unregisters
 the fd, which lands here. A fresh set is also the cure after fork(): parent and child share
 one epoll set, and each one's epoll_ctl() changes the other's.
+
+Not used here, shown in notebook 02: EPOLLONESHOT (one report until re-armed by MOD, for
+several threads on one set), EPOLLEXCLUSIVE (wakes "one or more" of several sets watching
+one listener, not all: the thundering herd), EPOLLRDHUP (the peer's half-close).
+Edge-triggered, a handler that reads one busy fd until EAGAIN starves the others: read a
+bounded amount per turn, and keep your own list of fds still readable.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ bitmaps of FD_SETSIZE bits, the kernel checks every fd in them, and overwrites t
 the ready ones, so user space must rebuild them for the next call. Each call is therefore
 O(highest fd), whether one fd is ready or none. And the bitmaps have a fixed size: an fd
 numbered 1024 or more cannot be put in one at all (Python raises "filedescriptor out of
-range in select()"). A server that accepts its 1,021st client has hit that wall; we refuse
-such an fd at registration, with a message that says what to use instead.
+range in select()"). Which client gets fd 1024 depends on what the process holds first:
+``python -m chatlab.server --backend select`` holds 7 fds before any client (stdin, stdout,
+stderr, the loop's wake-up socketpair, the listener, a spare fd), so its 1,018th client is
+the first to hit the wall (notebook 02 shows it). We refuse such an fd at registration,
+with a message that says what to use instead.
 
 A fd closed while registered fails the whole call with EBADF: poll() below finds which and
 reports it INVALID, so the loop drops it. Like poll, select watches fd *numbers*: a number

@@ -14,7 +14,9 @@ Demos the chapter calls, too long for a cell:
 
 - ``thundering_herd(waiters, exclusive)``: how many epoll waiters one connection wakes;
 - ``select_wall(beyond)``: which client of ``python -m chatlab.server --backend select``
-  is the first to be refused, and what the server process holds before its clients come.
+  is the first to be refused, and what the server process holds before its clients come;
+- ``tcp_pair()`` and ``Firehose``: a connected TCP pair on 127.0.0.1, and a socket whose
+  peer keeps up with its reader (the starvation cell, and 02.2).
 
 Every check and demo closes each socket it opened and stops each thread or process it
 started, whatever the answer does; every wait is bounded.
@@ -326,10 +328,10 @@ def thundering_herd(waiters: int = 4, *, exclusive: bool = False, timeout: float
 
 
 def select_wall(beyond: int = 12) -> dict[str, object]:
-    """Start ``python -m chatlab.server --backend select`` and connect clients until one
-    is refused, then ``beyond`` more. Returns what the process held before its first
-    client (fd -> what, where /proc says), the number of the first refused client, and
-    how many of the ones after it were refused too.
+    """Start ``python -m chatlab.server --backend select`` and connect 1024 + ``beyond``
+    clients: more than it can watch. Returns what the process held before its first client
+    (fd -> what, where /proc says), the number of the first refused client, and how many
+    of the ones after it were refused too.
 
     Needs about 1,050 fds in this process (raise RLIMIT_NOFILE first); the server inherits
     the limit. The server is killed and every client closed before this returns."""
@@ -353,13 +355,13 @@ def select_wall(beyond: int = 12) -> dict[str, object]:
         with contextlib.suppress(OSError):
             for name in sorted(os.listdir(f"/proc/{proc.pid}/fd"), key=int):
                 target = os.readlink(f"/proc/{proc.pid}/fd/{name}")
-                held[int(name)] = re.sub(r"\[\d+\]", "", target)  # socket:[123] -> socket:
+                held[int(name)] = re.sub(r":\[\d+\]$", "", target)  # socket:[123] -> socket
         # Connect them all; the server accepts in order, so once the last one has its
         # answer (refused: fd 1024 is free again after each refusal), every earlier one
         # has been served or refused too. The server says nothing to a client it serves.
         for _ in range(1024 + beyond):
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
-        _readable(clients[-1])
+        _readable(clients[-1], 6 * WAIT)
         ready = _ready_set(clients)
         refused = [number for number, c in enumerate(clients, 1) if c in ready]
         return {
