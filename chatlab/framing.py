@@ -6,7 +6,12 @@ treat a read as a message: it appends what it read to a buffer and takes complet
 the front, keeping the incomplete tail for the next read.
 
 A frame looks like ``<RID:111>hello</RID:111>``: a room id in decimal digits, the body, and a
-closing tag naming the same room.
+closing tag naming the same room. This is *delimited* framing: the end of a frame is marked
+inside the stream, so the decoder searches for it, and a body can never hold ``</RID:``
+(``encode_frame`` refuses one; there is no escaping). A *length-prefixed* protocol sends the
+body's length first instead: nothing to search or escape, any bytes in the body, and a bound
+checked on the header before the body is buffered (notebook 03 compares the two). The
+original protocol is delimited, and chatlab keeps it.
 
 This module is *sans-I/O*, in the style of h11: ``FrameDecoder.receive_data(bytes)`` only
 buffers, and ``next_event()`` returns the next ``Frame`` (or ``Skipped``, ``FrameTooLarge``,
@@ -70,16 +75,23 @@ __all__ = [
     "encode_frame",
 ]
 
-# The classic pattern, piece by piece:
+# The classic pattern, piece by piece. The original spells it ^<RID:(\d+)>([\s\S]*?)</RID:\1>
+# (chatlab.classic.CLASSIC_RE, verbatim); this is the same without the ^, with (.*?) and
+# re.DOTALL for ([\s\S]*?):
 #   <RID:       the literal start of a header
 #   (\d+)       group 1: the room id, one or more decimal digits
 #   >           the end of the header
-#   (.*?)       group 2: the body; non-greedy, so it is the SHORTEST body that is followed by...
+#   (.*?)       group 2: the body; lazy, so it is the SHORTEST body that is followed by...
 #   </RID:\1>   ...a closing tag naming the same room (\1 repeats whatever group 1 matched)
-# re.DOTALL lets "." match newlines too, so a body may span lines.
-# It is right for a complete, well-formed buffer. On a live stream it cannot tell "not yet"
-# from "never" (an unmatched tail may be half a frame or garbage), it rescans the whole buffer
-# after every read, and its \d+ has no limit: hence FrameDecoder below.
+# re.DOTALL lets "." match newlines too, so a body may span lines ([\s\S] does that without
+# a flag: any character that is whitespace or not). Without the ^, search() finds a frame
+# after stray bytes and skips them silently; CLASSIC_RE.search() cannot (^ matches only at 0).
+# It is right for a complete, well-formed buffer. A buffer per socket and a loop of search()
+# calls does handle half frames and coalesced ones; what it cannot do: tell the start of a
+# frame from garbage that will never become one (it keeps both, or search() skips the start
+# of a frame that another frame interrupted), bound the buffer (its \d+ and its body have no
+# limit), or avoid rescanning the whole buffer after every read (quadratic for a frame that
+# arrives a byte at a time). FrameDecoder below does all three (rules 2 to 6).
 FRAME_RE = re.compile(rb"<RID:(\d+)>(.*?)</RID:\1>", re.DOTALL)
 
 # A peer that never sends a closing tag makes us buffer its frame: this bounds that memory per

@@ -44,8 +44,7 @@ def test_disagreement_right_answers_pass():
 # ---- 03.2 -----------------------------------------------------------------------------------
 
 
-def decode_stub(chunks, limit):
-    ...
+def decode_stub(chunks, limit): ...
 
 
 def decode_unbounded(chunks, limit):

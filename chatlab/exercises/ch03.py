@@ -36,7 +36,9 @@ __all__ = [
     "check_disagreement",
     "check_framed_classic",
     "check_length_decoder",
+    "decoder_frames",
     "deliver",
+    "regex_frames",
     "wait_until",
 ]
 
@@ -202,35 +204,42 @@ def deliver(server: ClassicServer, sock: Any, room_id: int | bytes, text: bytes)
 
 
 class _Run:
-    """One run of the learner's class, watched: how many times handle() returned, a marker
-    to order what reached bob, and every client to close."""
+    """One run of the learner's class, watched: how many times handle() returned for each
+    client's socket, a marker to order what reached bob, and every client to close."""
 
     def __init__(self, answer: type[ClassicServer], check: Check) -> None:
         handled = threading.Condition()
-        count = [0]
+        counts: dict[object, int] = {}  # client address -> handle() calls for its socket
 
         class Watched(answer):  # type: ignore[valid-type,misc]
             def handle(self, sock: Any) -> None:
                 try:
+                    peer = sock.getpeername()[:2]  # before handle(): it may close sock
+                except OSError:
+                    peer = None
+                try:
                     super().handle(sock)
                 finally:
                     with handled:
-                        count[0] += 1
+                        counts[peer] = counts.get(peer, 0) + 1
                         handled.notify_all()
 
-        self.check, self._handled, self._count = check, handled, count
+        self.check, self._handled, self._counts = check, handled, counts
         self.server = Watched()
         self.clients: list[ScriptedClient] = []
         self.markers = 0
         self.server.start()
 
-    @property
-    def handled(self) -> int:
-        return self._count[0]
-
-    def wait_handled(self, count: int) -> bool:
+    def handled(self, client: ScriptedClient) -> int:
+        """How many times handle() has returned for client's socket on the server."""
         with self._handled:
-            return self._handled.wait_for(lambda: self._count[0] >= count, WAIT)
+            return self._counts.get(client.local_address, 0)
+
+    def wait_handled(self, client: ScriptedClient, count: int) -> bool:
+        with self._handled:
+            return self._handled.wait_for(
+                lambda: self._counts.get(client.local_address, 0) >= count, WAIT
+            )
 
     def client(self, name: str, join: bool = True) -> ScriptedClient:
         client = ScriptedClient(self.server.address, name=name, timeout=WAIT)
@@ -241,12 +250,12 @@ class _Run:
 
     def send(self, client: ScriptedClient, data: bytes) -> bool:
         """Send data in one send(); return once the server's handle() has run for it."""
-        before = self.handled
+        before = self.handled(client)
         try:
             client.send_raw(data)
         except OSError:  # the server closed this client already
             return False
-        return self.wait_handled(before + 1)
+        return self.wait_handled(client, before + 1)
 
     def died(self) -> bool:
         crash = self.server.crash
@@ -379,9 +388,9 @@ def _scenarios(run: _Run, check: Check) -> None:
     # A client that leaves.
     frank = run.client("frank")
     watched = len(run.server.inputs)
-    before = run.handled
+    before = run.handled(frank)
     frank.close()
-    run.wait_handled(before + 1)
+    run.wait_handled(frank, before + 1)
     if run.died():
         return
     check.expect(
