@@ -4,8 +4,11 @@ with what the check measures or counts."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -144,3 +147,28 @@ def test_the_committed_report_has_what_the_notebook_reads():
         assert row["lost"] == row["duplicates"] == 0
         assert len(row["samples_cpu_us"]) == meta["repeats"]
     assert report["idle"]["results"]["chatlab/select"]["5000"]["refused"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmarks read /proc")
+def test_the_one_command_writes_a_complete_report(tmp_path):
+    """What notebook 08 reads, from the command in its metadata (a quick version)."""
+    out, png = tmp_path / "s.json", tmp_path / "s.png"
+    args = [sys.executable, "-m", "chatlab.bench.scaling", "--quick", "--out", str(out)]
+    args += ["--plot", str(png), "--fanout-servers", "chatlab/epoll,asyncio,asyncio-coalesce"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert png.stat().st_size > 0
+    meta = report["metadata"]
+    assert meta["command"] == "python -m chatlab.bench.scaling " + " ".join(args[3:])
+    assert meta["repeats"] == 2 and len(meta["load_average_each_repeat"]) == 2
+    loop = report["loop"]["results"]
+    assert loop["epoll"]["0"]["x_at_0"]["median"] == 1.0
+    assert len(loop["poll"]["1000"]["samples_us"]) == 2
+    fan = report["fanout"]["results"]
+    assert fan["asyncio"]["x_asyncio"]["median"] == 1.0
+    assert all(r["lost"] == r["duplicates"] == 0 for r in fan.values())
+    assert set(report["fanout"]["references"]) == {"asyncio", "asyncio-coalesce"}
+    assert "chatlab/select" in report["idle"]["results"]
