@@ -43,6 +43,7 @@ __all__ = [
     "check_listen_again",
     "check_peer_state",
     "check_take_turns",
+    "port_in_time_wait",
     "select_wall",
     "tcp_pair",
     "thundering_herd",
@@ -219,13 +220,18 @@ def check_take_turns(take_turns: Callable[[list, int], list]) -> Verdict:
 # -- 02.3 ------------------------------------------------------------------------------
 
 
-def _port_in_time_wait() -> int:
+def port_in_time_wait(*, reuse_addr: bool = True) -> int:
     """A port on 127.0.0.1 that has a connection in TIME_WAIT and nothing listening.
 
-    The listener is made by socket.create_server(), as servers do (SO_REUSEADDR on POSIX;
-    Linux allows a new bind over a TIME_WAIT connection only if both sockets set it). The
-    server side closes first, so TIME_WAIT stays on the server's port."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
+    The listener sets SO_REUSEADDR unless ``reuse_addr`` is False (socket.create_server()
+    sets it on POSIX, as servers do; Linux allows a new bind over a TIME_WAIT connection
+    only if both sockets set it). The server side closes first, so TIME_WAIT stays on the
+    server's port."""
+    with socket.socket() as listener:
+        if reuse_addr:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
         port = listener.getsockname()[1]
         client = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         server, _ = listener.accept()
@@ -239,7 +245,7 @@ def check_listen_again(listen_again: Callable[[int], socket.socket]) -> Verdict:
     """02.3: ``listen_again(port)`` returns a socket listening on 127.0.0.1:port, a port
     whose last connection is in TIME_WAIT (a server restarted right after it stopped)."""
     check = Check("02.3", "listen again after a restart")
-    port = _port_in_time_wait()
+    port = port_in_time_wait()
     ok, sock = check.call(listen_again, port)
     if not ok:
         if any("Errno 98" in p or "in use" in p for p in check.problems):
