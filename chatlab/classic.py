@@ -136,3 +136,25 @@ class ClassicServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m chatlab.classic --port 9898``: the original server, in the foreground
+    (to grade it: python -m chatlab.grade --cmd "python -m chatlab.classic --port {port}")."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m chatlab.classic", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9898)
+    args = parser.parse_args(argv)
+    server = ClassicServer(args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    if server.crash is not None:  # as the original did: die with the traceback
+        raise server.crash
+
+
+if __name__ == "__main__":
+    main()
