@@ -121,7 +121,7 @@ def test_no_spin_not_overridden():
 
 
 def test_no_spin_not_a_class():
-    verdict = ch05.check_no_spin(NoSpin())  # an instance, not the class
+    verdict = ch05.check_no_spin(NoSpin.handle)  # a method, not the class
     assert not verdict and "subclass of ClassicServer" in str(verdict)
 
 
