@@ -157,6 +157,8 @@ def _leave_and_check(check: Check, server_class: Any, how: str) -> None:
             client.close()
         if server is not None:
             server.stop()
+        for _, sock, _ in watch.calls:  # an answer that forgot to close one: closed here
+            sock.close()
 
 
 def _settled_state(
