@@ -169,28 +169,84 @@ def wait_for_kernel_idle(page, timeout_s: float) -> None:
     )
 
 
+def wait_until_open(page, lab, name: str, timeout_s: float = 120) -> None:
+    """Wait until the notebook is really there: every cell of the file in the page, and its
+    kernel started, idle and connected to this page.
+
+    Not sooner: while the file loads, the page shows an empty notebook of one cell, and its
+    execution indicator says "idle" before any kernel exists. A click on Clear Outputs then
+    clears that placeholder, and the file's stored outputs (and execution numbers) arrive
+    after it; a Run All then runs nothing. How long that phase lasts depends on the machine
+    (the first notebook of a fresh Lab waits longest: bundles to load, a first kernel to
+    start), which is why this once failed only on fresh machines.
+    """
+    cells = len(json.loads((lab["home"] / "notebooks" / name).read_text())["cells"])
+    deadline = time.monotonic() + timeout_s
+    page.wait_for_function(
+        "n => document.querySelectorAll('.jp-Notebook .jp-Cell').length === n",
+        arg=cells,
+        timeout=timeout_s * 1000,
+    )
+    auth = {"Authorization": f"token {lab['token']}"}
+    while True:
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{lab['url']}/api/sessions", headers=auth), timeout=10
+        ) as r:
+            kernels = [s["kernel"] for s in json.load(r) if s["path"] == name and s.get("kernel")]
+        if any(k["execution_state"] == "idle" and k.get("connections", 0) > 0 for k in kernels):
+            break
+        assert time.monotonic() < deadline, f"{name}: no idle kernel connected to the page"
+        time.sleep(0.2)
+    page.wait_for_selector(
+        ".jp-Notebook-ExecutionIndicator[data-status='idle']",
+        timeout=max(1, deadline - time.monotonic()) * 1000,
+    )
+
+
 def run_all(page, lab, name: str, timeout_s: float = 240) -> None:
     # A workspace of its own, reset: only this notebook is open in the page.
     workspace = re.sub(r"\W", "", name) + secrets.token_hex(3)
     page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    wait_until_open(page, lab, name)
     # The stored outputs go first, so that everything checked below was made by this run.
     page.click(".lm-MenuBar-itemLabel:text-is('Edit')")
     page.click(".lm-Menu-itemLabel:text-is('Clear Outputs of All Cells')")
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
-                 .every(p => !/\\d/.test(p.textContent))""",
-        timeout=30_000,
-    )
+    try:
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                     .every(p => !/\\d/.test(p.textContent))""",
+            timeout=30_000,
+        )
+    except playwright_api.TimeoutError:
+        raise AssertionError(f"{name}: outputs not cleared\n{progress(page)}") from None
     page.click(".lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
     # Every code cell gets an execution number; none is left waiting or running ([*]).
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
-                 .every(p => /\\[\\d+\\]/.test(p.textContent))""",
-        timeout=timeout_s * 1000,
+    try:
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                     .every(p => /\\[\\d+\\]/.test(p.textContent))""",
+            timeout=timeout_s * 1000,
+        )
+    except playwright_api.TimeoutError:
+        raise AssertionError(f"{name}: Run All did not finish\n{progress(page)}") from None
+
+
+def progress(page) -> str:
+    """Where Run All is: each code cell's prompt, its first line, and its last output line."""
+    cells = page.evaluate(
+        """() => [...document.querySelectorAll('.jp-CodeCell')].map(c => [
+            c.querySelector('.jp-InputPrompt')?.textContent ?? '',
+            c.querySelector('.jp-InputArea-editor .cm-line')?.textContent ?? '',
+            (c.querySelector('.jp-OutputArea')?.textContent ?? '').trim().split('\\n').pop(),
+        ])"""
     )
+    status = page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status")
+    rows = [
+        f"  {i:2} {p.strip():8} {src[:50]:50} | {out[-70:]}"
+        for i, (p, src, out) in enumerate(cells)
+    ]
+    return f"kernel {status}\n" + "\n".join(rows)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
