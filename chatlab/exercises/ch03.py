@@ -10,8 +10,9 @@ notebooks/solutions/03-framing.ipynb).
      ``handle()`` that frames. The check runs the class on 127.0.0.1 with scripted clients:
      half a frame then the rest, two frames in one send, garbage before a frame, a frame
      that never ends, a client that leaves. It orders every step without sleeping: it waits
-     until the server has handled each send, then sends a marker from another client and
-     waits for it (whatever the server sent before the marker arrives before it).
+     until handle() has returned for each send (it counts the calls per client socket, in a
+     subclass of the learner's class), then sends a marker from another client and waits for
+     it at another member of the room (what the server sent him before it arrives first).
 
 ``deliver()`` is the original server's handle() after its regex matched (join the room,
 broadcast), for a learner's handle() to call with each whole frame. ``wait_until()`` is a
@@ -192,8 +193,11 @@ def check_length_decoder(answer: Callable[..., Any]) -> Verdict:
 def deliver(server: ClassicServer, sock: Any, room_id: int | bytes, text: bytes) -> None:
     """What the original's handle() does once its regex matched: join ``sock`` to the room
     (announcing it) if it is not a member yet, and broadcast a non-empty ``text`` to the
-    other members. ``room_id`` may be the regex's bytes (b"111") or a decoder's int."""
-    key = str(room_id).encode() if isinstance(room_id, int) else bytes(room_id)
+    other members. ``room_id`` may be the regex's bytes (b"111"), a decoder's int, or a str."""
+    if isinstance(room_id, (int, str)):
+        key = str(room_id).encode()
+    else:
+        key = bytes(room_id)
     room = server.rooms.setdefault(key, [])
     host, port = sock.getpeername()[:2]
     if sock not in room:
