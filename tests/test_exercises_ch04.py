@@ -260,3 +260,84 @@ def test_04_3_fixed_passes():
     verdict = ch04.check_fixed_server(Fixed)
     assert verdict, verdict
     assert str(verdict).startswith("passed 04.3")
+
+
+# -- 04.4 -------------------------------------------------------------------------------------
+
+
+def deliver_stub(members, data, exclude, limit, cut): ...
+
+
+def deliver_inline(members, data, exclude, limit, cut):
+    """Cuts inside the loop over the dict: RuntimeError."""
+    cuts = []
+    for member, queue in members.items():
+        if member is exclude:
+            continue
+        if len(queue) >= limit:
+            cut(member)
+            cuts.append(member)
+        else:
+            queue.append(data)
+    return cuts
+
+
+def deliver_no_cut(members, data, exclude, limit, cut):
+    """Never cuts: the slow member stays, its queue full."""
+    for member, queue in members.items():
+        if member != exclude and len(queue) < limit:
+            queue.append(data)
+    return []
+
+
+def deliver_after(members, data, exclude, limit, cut):
+    careful = []
+    for member, queue in members.items():
+        if member == exclude:
+            continue
+        if len(queue) >= limit:
+            careful.append(member)
+            continue
+        queue.append(data)
+    for member in careful:
+        cut(member)
+    return careful
+
+
+def test_04_4_stub_is_not_yet():
+    verdict = ch04.check_deliver(deliver_stub)
+    assert not verdict
+    assert "returned None" in str(verdict)
+
+
+def test_04_4_cutting_inside_the_loop_raises():
+    verdict = ch04.check_deliver(deliver_inline)
+    assert not verdict
+    assert "RuntimeError: dictionary changed size during iteration" in str(verdict), verdict
+
+
+def test_04_4_never_cutting_is_named():
+    verdict = ch04.check_deliver(deliver_no_cut)
+    assert not verdict
+    assert "cut [], expected ['bob']" in str(verdict), verdict
+
+
+def test_04_4_cutting_after_the_loop_passes():
+    verdict = ch04.check_deliver(deliver_after)
+    assert verdict, verdict
+
+
+def test_04_4_a_copy_passes_too():
+    def answer(members, data, exclude, limit, cut):
+        cuts = []
+        for member in list(members):
+            if member == exclude:
+                continue
+            if len(members[member]) >= limit:
+                cut(member)
+                cuts.append(member)
+            else:
+                members[member].append(data)
+        return cuts
+
+    assert ch04.check_deliver(answer)

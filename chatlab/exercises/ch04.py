@@ -6,6 +6,8 @@
      dict, counted (comparisons, not seconds: the count is the same on every machine).
 04.3 ``check_fixed_server``: a ClassicServer subclass whose broadcast() survives a dead
      member, run live with scripted clients; the verdict says who missed what.
+04.4 ``check_deliver``: chatlab's way over a dict, which refuses to change size while it is
+     walked: queue for the members who keep up, cut off the others after the loop.
 
 Every check runs the learner's answer, never raises for a wrong one, and cleans up what it
 started (servers, sockets) whatever the answer does.
@@ -22,7 +24,14 @@ from ..classic import ClassicServer
 from ..scripted import ExpectTimeout, ScriptedClient
 from . import Check, Verdict
 
-__all__ = ["COST_QUESTIONS", "check_broadcast", "check_costs", "check_fixed_server", "count_steps"]
+__all__ = [
+    "COST_QUESTIONS",
+    "check_broadcast",
+    "check_costs",
+    "check_deliver",
+    "check_fixed_server",
+    "count_steps",
+]
 
 
 # -- 04.1 ------------------------------------------------------------------------------------
@@ -296,3 +305,63 @@ def _run_messages(
         if text == "one" and not _reset_arrived(bob_there, WAIT):
             check.expect(False, "bob's reset never reached the server (this is not your bug)")
             return
+
+
+# -- 04.4 ------------------------------------------------------------------------------------
+
+LIMIT = 3  # 04.4: a member whose queue already holds this many messages is cut off
+
+#: (queue lengths by member, in join order; the sender): one over the limit in the middle,
+#: two in a row, the last, the sender itself (it gets nothing, so it is not cut), all, none
+DELIVER_CASES: list[tuple[dict[str, int], str]] = [
+    ({"alice": 0, "bob": LIMIT, "carol": 0, "dave": 1}, "alice"),
+    ({"alice": 0, "bob": LIMIT, "carol": LIMIT, "dave": 0}, "alice"),
+    ({"alice": 0, "bob": 1, "carol": 2, "dave": LIMIT}, "alice"),
+    ({"alice": LIMIT, "bob": 0, "carol": 0}, "alice"),
+    ({"alice": 0, "bob": LIMIT, "carol": LIMIT}, "alice"),
+    ({"alice": 0, "bob": 0, "carol": 0}, "bob"),
+]
+
+
+def check_deliver(answer: Callable[..., Any]) -> Verdict:
+    """04.4: ``answer(members, data, exclude, limit, cut)``: ``members`` maps each member to
+    its queue (a list), in join order. Every member but ``exclude`` gets ``data`` appended to
+    its queue, unless its queue already holds ``limit`` messages: that member is cut off
+    instead, with ``cut(member)``, which deletes it from ``members`` (as chatlab's disconnect
+    leaves the room). It returns the list of the members it cut."""
+    check = Check("04.4", "deliver over a dict, cut off after the loop")
+    data = b"<RID:111><alice> hi</RID:111>"
+    for lengths, sender in DELIVER_CASES:
+        members = {name: [b"old"] * n for name, n in lengths.items()}
+        cuts: list[str] = []
+
+        def cut(member: str, members: dict[str, list[bytes]] = members, cuts: list[str] = cuts):
+            cuts.append(member)
+            del members[member]  # KeyError if cut twice: noted below
+
+        case = f"with queue lengths {lengths}, {sender} sending, limit {LIMIT}"
+        ok, returned = check.call(answer, members, data, sender, LIMIT, cut)
+        if not ok:
+            check.problems[-1] += f" ({case})"
+            break
+        over = [m for m, n in lengths.items() if n >= LIMIT and m != sender]
+        good = check.expect(cuts == over, f"{case}: cut {cuts}, expected {over}")
+        good &= check.expect(
+            list(returned) == over, f"{case}: returned {returned!r}, expected {over}"
+        )
+        for name, n in lengths.items():
+            if name in over:
+                continue
+            queue = members.get(name)
+            want = n + (name != sender)
+            if queue is None:
+                good &= check.expect(False, f"{case}: {name} is gone from members")
+            elif len(queue) != want or (name != sender and queue[-1] is not data):
+                good &= check.expect(
+                    False, f"{case}: {name}'s queue holds {len(queue)} messages, expected {want}"
+                )
+        if not good:
+            break
+    return check.verdict(
+        "walk the room without changing it, and change it after: a dict would raise otherwise"
+    )
