@@ -1,11 +1,17 @@
 """``--workers N``: N server processes on one port, supervised (tornado's fork_processes).
 
-Discussion: with SO_REUSEPORT, several sockets listen on one port and the kernel spreads new
-connections over them (by a hash of the client's address and port). Each worker is an
-ordinary single-threaded server, so N workers use N cores; the bus makes them one chat
-network. Here we reserve the port (bound, never listening, so it gets no clients), start the
-workers with --reuse-port, and wait for them; Ctrl-C reaches the whole process group, and
-SIGTERM is passed on. A worker that dies is started again, within a restart budget.
+Discussion: with SO_REUSEPORT, several sockets listen on one port, and on Linux (3.9+) the
+kernel spreads new connections over them (by a hash of the client's address and port).
+Elsewhere it does not: macOS and the BSDs let the sockets bind but give the connections to
+one of them (FreeBSD 12+ spreads with SO_REUSEPORT_LB instead), and Windows has no
+SO_REUSEPORT at all. So --workers shares the load on Linux only. Each listener has its own
+accept queue: the connections waiting in a worker's queue when it dies are reset, not handed
+to the others (unless net.ipv4.tcp_migrate_req=1, Linux 5.14+); notebook 09 shows both.
+Each worker is an ordinary single-threaded server, so N workers use N cores; the bus makes
+them one chat network. Here we reserve the port (bound, never listening, so it gets no
+clients), start the workers with --reuse-port, and wait for them; Ctrl-C reaches the whole
+process group, and SIGTERM is passed on. A worker that dies is started again, within a
+restart budget.
 """
 
 from __future__ import annotations
