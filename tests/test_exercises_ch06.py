@@ -3,6 +3,8 @@ the worked answer passes (the same answers as notebooks/solutions/06-*.ipynb).""
 
 from __future__ import annotations
 
+import selectors
+
 import chatlab
 from chatlab.exercises import ch06
 
@@ -111,3 +113,42 @@ def test_burst():
     assert not wrong and "predicted 10" in str(wrong)
     unframed = ch06.check_burst(lambda room, texts: "".join(texts).encode(), 1)
     assert not unframed and "encode_frame" in str(unframed)
+
+
+# -- 06.5 an echo server on selectors
+
+
+def echo_pass(sel, listener):
+    events = sel.select(timeout=0.5)
+    for key, _mask in events:
+        if key.fileobj is listener:
+            conn, _ = listener.accept()
+            conn.setblocking(False)
+            sel.register(conn, selectors.EVENT_READ)
+        else:
+            data = key.fileobj.recv(4096)
+            if data:
+                key.fileobj.send(data)
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+    return len(events)
+
+
+def echo_pass_ignoring_eof(sel, listener):
+    events = sel.select(timeout=0.05)
+    for key, _mask in events:
+        if key.fileobj is listener:
+            conn, _ = listener.accept()
+            conn.setblocking(False)
+            sel.register(conn, selectors.EVENT_READ)
+        else:
+            key.fileobj.send(key.fileobj.recv(4096))
+    return len(events)
+
+
+def test_selectors_echo():
+    assert ch06.check_selectors_echo(echo_pass)
+    assert not ch06.check_selectors_echo(lambda sel, listener: None)
+    wrong = ch06.check_selectors_echo(echo_pass_ignoring_eof)
+    assert not wrong and "unregister that socket" in str(wrong)

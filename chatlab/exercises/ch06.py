@@ -19,7 +19,13 @@ from ..loop import EventLoop
 from ..scripted import ExpectTimeout, ScriptedClient
 from . import Check, Verdict
 
-__all__ = ["check_close_cleanly", "check_no_starvation", "check_queued_timeout", "check_burst"]
+__all__ = [
+    "check_burst",
+    "check_close_cleanly",
+    "check_no_starvation",
+    "check_queued_timeout",
+    "check_selectors_echo",
+]
 
 
 def _spy_on_poll(loop: EventLoop) -> list[float | None]:
@@ -214,3 +220,80 @@ def check_burst(make_burst: Callable[[int, list[str]], Any], sends_to_bob: Any) 
         "out in one flush per loop pass (WriteBatch.flush)",
     )
     return check.verdict(f"ten frames, {len(sends)} send(): one flush per member per pass")
+
+
+def check_selectors_echo(answer: Callable[[Any, socket.socket], Any]) -> Verdict:
+    """06.5: one pass of an echo server on the standard library's ``selectors``.
+
+    ``answer(sel, listener)`` makes one ``sel.select(timeout=...)`` and handles what it
+    reports: the listener (accept, make non-blocking, register for reading), a client
+    (echo what arrived), or a client's EOF (unregister, close). It returns the number of
+    events it handled. The check registers the listener and runs passes until it sees what
+    it expects, at most 50."""
+    import selectors
+
+    check = Check("06.5", "an echo server on selectors")
+    sel = selectors.DefaultSelector()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    sel.register(listener, selectors.EVENT_READ)
+    clients: list[socket.socket] = []
+
+    def run_until(done: Callable[[], bool]) -> bool:
+        for _ in range(50):
+            ok, _value = check.call(answer, sel, listener)
+            if not ok:
+                return False
+            if done():
+                return True
+        return done()
+
+    def echoed(client: socket.socket, text: bytes) -> Callable[[], bool]:
+        got = bytearray()
+
+        def done() -> bool:
+            try:
+                got.extend(client.recv(4096))
+            except BlockingIOError:
+                pass
+            return bytes(got) == text
+
+        return done
+
+    try:
+        for i in range(2):
+            client = socket.create_connection(listener.getsockname(), timeout=5)
+            client.setblocking(False)
+            clients.append(client)
+            text = f"hello from client {i}".encode()
+            client.sendall(text)
+            if not run_until(echoed(client, text)):
+                check.expect(
+                    check.problems,  # the answer failed: that is the problem to show
+                    f"client {i} sent {text!r} and did not get it back within 50 passes: accept "
+                    "the listener's connection, register it, and send back what recv() returns",
+                )
+                return check.verdict()
+        clients[0].close()  # EOF for the server
+        gone = run_until(lambda: len(sel.get_map()) == 2)
+        check.expect(
+            gone,
+            f"a client closed, and 50 passes later the selector still holds {len(sel.get_map())} "
+            "sockets, not 2 (the listener and the other client): when recv() returns b'', "
+            "unregister that socket and close it (else select() reports it on every pass)",
+        )
+        if gone:
+            again = b"still there?"
+            clients[1].sendall(again)
+            check.expect(
+                run_until(echoed(clients[1], again)),
+                "the other client got no echo after the first one left",
+            )
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        sel.close()
+        listener.close()
+        for client in clients:
+            client.close()
+    return check.verdict("register, select, dispatch: the same loop, in the standard library")
