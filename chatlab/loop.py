@@ -9,8 +9,10 @@ Design notes, in the order a reader meets them:
    queued, until the next timer otherwise), ask the backend which fds are ready, run their
    callbacks, move due timers to the queue, run the queue. Nothing in it blocks but the
    syscall, which is why a handler must never block either.
-3. The API copies asyncio's (``add_reader``, ``call_later``, ``call_soon_threadsafe``...) so
-   that what you learn here transfers; ``fd_or_sock`` is an int or anything with fileno().
+3. The method names follow asyncio's (``add_reader``, ``call_later``,
+   ``call_soon_threadsafe``...) so that what you learn here transfers (``run_once`` is ours:
+   asyncio keeps its one iteration private, ``BaseEventLoop._run_once``); ``fd_or_sock`` is
+   an int or anything with fileno().
 4. Handlers may add or remove any fd, including others that are ready in the same batch.
    The loop therefore looks each fd's callback up again just before running it (libuv does
    the same): a reader removed by an earlier handler in the batch is simply not called.

@@ -14,7 +14,7 @@ A check runs the answer for real (sockets on 127.0.0.1, servers on port 0, scrip
 clients) and returns a ``Verdict``: shown in the notebook as one line that says "passed",
 or as the list of what is still wrong. It never raises for a wrong answer, so a notebook
 with unfinished exercises still runs top to bottom. The worked solutions are in
-notebooks/solutions/NN-*.ipynb, where every check passes; tests/test_exercises.py shows
+notebooks/solutions/NN-*.ipynb, where every check passes; tests/test_exercises_chNN.py show
 that each check also fails on a wrong answer.
 
 Writing a check (chatlab/exercises/chNN.py)::

@@ -10,8 +10,8 @@ Design notes:
    the listener readable: the loop would spin. A spare fd, opened at start, is given up to
    accept that client, tell it why and close it, then opened again.
 4. Options set on the listening socket are copied by Linux to every socket it accepts
-   (TCP keepalive here: tests/test_limits.py checks an accepted socket's): one setsockopt
-   at start instead of four per connection.
+   (TCP keepalive here: test_accepted_connections_have_tcp_keepalive in tests/test_guards.py
+   checks an accepted socket's): one setsockopt at start instead of four per connection.
 """
 
 from __future__ import annotations
