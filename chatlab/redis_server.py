@@ -10,6 +10,7 @@ that is restarted, or a test run killed with ``SIGKILL``, leaves no redis-server
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -68,13 +69,27 @@ class RedisServer:
         raise RedisServerError(f"redis-server did not start on {self.host}:{self.port or port}")
 
     def _wait_until_up(self, proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+        """True once *our* redis-server answers on ``port``.
+
+        Discussion: the port was free when we chose it, but another process may bind it
+        before our redis-server does (tests and benchmarks start many at once). Ours then
+        exits, and meanwhile the other one answers PING: two runs would share one Redis and
+        read each other's rooms. So we ask who answers (INFO's process_id) and accept only
+        our own process."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with socket.create_connection((self.host, port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return True
+                    s.sendall(b"INFO server\r\n")
+                    reply = b""
+                    while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    pid = re.search(rb"\bprocess_id:(\d+)", reply)
+                    if pid:
+                        return int(pid.group(1)) == proc.pid
             except OSError:
                 pass
             time.sleep(0.05)
