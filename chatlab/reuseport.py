@@ -21,9 +21,19 @@ import select
 import socket
 import time
 
-__all__ = ["close_one", "listeners", "spread"]
+__all__ = ["close_one", "listeners", "migrate_req", "spread"]
 
 HOST = "127.0.0.1"
+
+
+def migrate_req() -> str:
+    """Linux's net.ipv4.tcp_migrate_req here: "0" (queued connections of a closed listener
+    are reset), "1" (handed to another listener), or why it cannot be read."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            return f.read().strip()
+    except OSError:
+        return "not here (Linux 5.14+ only)"
 
 
 def listeners(n: int = 2) -> list[socket.socket]:
