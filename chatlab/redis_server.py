@@ -100,7 +100,8 @@ class RedisServer:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: Redis vanishes at once, as in a crash; its connections are reset."""
+        """SIGKILL: Redis dies at once, as in a crash; its kernel closes its connections: FIN,
+        or RST where Redis had unread input (notebook 05 shows both)."""
         proc = self.proc
         if proc is None:
             return
