@@ -4,6 +4,7 @@ with what the check measures or counts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -156,11 +157,14 @@ def test_the_one_command_writes_a_complete_report(tmp_path):
     """What notebook 08 reads, from the command in its metadata (a quick version)."""
     out, png = tmp_path / "s.json", tmp_path / "s.png"
     args = [sys.executable, "-m", "chatlab.bench.scaling", "--quick", "--out", str(out)]
-    args += ["--plot", str(png), "--fanout-servers", "chatlab/epoll,asyncio,asyncio-coalesce"]
+    args += ["--fanout-servers", "chatlab/epoll,asyncio,asyncio-coalesce"]
+    plots = importlib.util.find_spec("matplotlib") is not None  # not in make test-matrix
+    if plots:
+        args += ["--plot", str(png)]
     done = subprocess.run(args, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    assert png.stat().st_size > 0
+    assert png.stat().st_size > 0 if plots else not png.exists()
     meta = report["metadata"]
     assert meta["command"] == "python -m chatlab.bench.scaling " + " ".join(args[3:])
     assert meta["repeats"] == 2 and len(meta["load_average_each_repeat"]) == 2
