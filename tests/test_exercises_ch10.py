@@ -130,6 +130,16 @@ def test_slow_dropped_passes_with_a_cap_and_fails_without(monkeypatch):
     assert "cap each member's output buffer" in uncapped.hint
 
 
+def test_since_grades_step_1_then_the_steps_from_since():
+    report = check_step(tiny.Tiny, "frames", since="frames")
+    assert [name for name, _ in report.boards] == ["accept", "frames"]
+    assert report and str(report).endswith("the checks of steps 1, 3 pass.")
+    stub = check_step(Stub, "limits", since="limits")  # the gate still holds
+    assert [name for name, _ in stub.boards] == ["accept"] and not stub
+    with pytest.raises(ValueError, match="comes after"):
+        check_step(Echo, "rooms", since="limits")
+
+
 def test_plumbing_close_all_is_safe_twice_and_close_after_it():
     server = Plumbing()
     server.close_all()
