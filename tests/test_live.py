@@ -140,3 +140,25 @@ def test_widgets_have_fixed_text_and_stop():
         alice.close_client()
         bob.close_client()
         assert "chatlab-live-view" not in chatlab_threads()
+
+
+def test_redis_killed_and_restarted_under_a_bus_server(hub):
+    from chatlab.course import needs
+
+    if not (needs("redis-server") and needs("hiredis")):
+        pytest.skip("needs redis-server and hiredis")
+    from chatlab.redis_server import RedisServer
+
+    with RedisServer() as redis, running("auto", bus=redis.url) as (server, _):
+        situations = Situations(server, hub, room=1, redis=redis)
+        try:
+            killed = situations.toggle_redis()
+            assert "Redis was killed (SIGKILL); everyone here heard: * network degraded (" in killed
+            assert "still reached talker1, on this server" in killed
+            back = situations.toggle_redis()
+            assert back == (
+                "Redis is back; everyone here heard: "
+                "* network restored: rooms reach every server again"
+            )
+        finally:
+            situations.stop()

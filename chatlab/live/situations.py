@@ -14,6 +14,9 @@ kernel), so a notebook can store it.
   server's one way out (chapter 05) takes it, and the room hears why.
 - ``half_frame()``: half a frame, then silence (chapter 03): the server holds the bytes in
   the member's input buffer until the frame's deadline.
+- ``kill_redis()`` / ``restart_redis()``, for a server on a bus with a ``RedisServer``
+  (chapter 09): everyone hears the network is degraded, the room still works on this
+  server; Redis back, everyone hears it is restored.
 
 Waits are bounded and never sleeps: a round trip (``sync``), or the server's public
 snapshots read until they show the change.
@@ -25,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import protocol
 from ..server import ChatServer
 from ..server.connections import ConnectionInfo
 from .clients import WAIT_SECONDS, ClientHub, LiveClient
@@ -42,8 +46,11 @@ class Situations:
     """Injects the course's situations into ``server``'s room ``room``, with clients on
     ``hub``; ``stop()`` closes every client it started."""
 
-    def __init__(self, server: ChatServer, hub: ClientHub, room: int = 1) -> None:
+    def __init__(
+        self, server: ChatServer, hub: ClientHub, room: int = 1, *, redis: Any = None
+    ) -> None:
         self.server = server
+        self.redis = redis  # a chatlab.redis_server.RedisServer: the server's bus
         self.hub = hub
         self.room = room
         self.clients: list[LiveClient] = []
@@ -160,6 +167,39 @@ class Situations:
             f"{client.name} sent {len(half)} bytes of a frame and stopped; the server holds "
             f"{info.input_buffered} bytes of its input{after}"
         )
+
+    def kill_redis(self) -> str:
+        """SIGKILL the bus's Redis: everyone here hears the network is degraded, and the
+        room still works on this server."""
+        if self.server.bus is None or self.redis is None:
+            return "this server has no Redis bus (start it with bus=redis.url, and pass redis)"
+        talker = self.talker
+        bus = self.server.bus
+        self._wait("the bus up", lambda: bus.statistics().up)  # else no one hears it go
+        self.redis.kill()
+        heard = talker.expect(protocol.NetworkDegraded, room=protocol.SERVER_ROOM)
+        probe = self._client("probe")
+        probe.say("still there?")
+        talker.expect(f"<{probe.name}> still there?", room=self.room)
+        return (
+            f"Redis was killed (SIGKILL); everyone here heard: {heard.body}; "
+            f"{probe.name}'s message still reached {talker.name}, on this server"
+        )
+
+    def restart_redis(self) -> str:
+        """Start Redis again (same port): the bus reconnects and everyone hears it."""
+        if self.server.bus is None or self.redis is None:
+            return "this server has no Redis bus"
+        talker = self.talker
+        self.redis.start()
+        heard = talker.expect(protocol.NetworkRestored, room=protocol.SERVER_ROOM)
+        return f"Redis is back; everyone here heard: {heard.body}"
+
+    def toggle_redis(self) -> str:
+        """The button: kill Redis if it runs, start it again if not."""
+        if self.redis is not None and not self.redis.running:
+            return self.restart_redis()
+        return self.kill_redis()
 
     def wait_gone(self, name: str) -> str:
         """Wait until the server has let ``name`` go (out of every room, not open)."""

@@ -128,10 +128,13 @@ class LiveView(widgets.VBox):
         "half frame": "half_frame",
     }
 
-    def __init__(self, server: ChatServer, hub: ClientHub, *, room: int = 1) -> None:
+    def __init__(
+        self, server: ChatServer, hub: ClientHub, *, room: int = 1, redis: Any = None
+    ) -> None:
+        """``redis``: the RedisServer of the server's bus, for a "kill/restart Redis" button."""
         self.server = server
         self.monitor = Monitor(server)
-        self.situations = Situations(server, hub, room)
+        self.situations = Situations(server, hub, room, redis=redis)
         self._header = widgets.HTML()
         self._trace = widgets.HTML()
         self._conns = widgets.HTML()
@@ -139,7 +142,10 @@ class LiveView(widgets.VBox):
         self.status = widgets.HTML("<i>press a button to inject a situation</i>")
         self.status.add_class("chatlab-live-status")
         self._buttons = []
-        for label, method in self.BUTTONS.items():
+        buttons = dict(self.BUTTONS)
+        if redis is not None and server.bus is not None:
+            buttons["kill / restart Redis"] = "toggle_redis"
+        for label, method in buttons.items():
             button = widgets.Button(description=label)
             button.add_class("chatlab-live-" + method.replace("_", "-"))
             button.on_click(lambda _, m=method: self.inject(m))
