@@ -182,12 +182,21 @@ class Context:
 
 @check("accept", "accept", "accept() every connection; register each new socket for reading")
 def _accept(ctx: Context) -> None:
-    """Several clients connect, one leaves, another connects: all accepted."""
-    peers = [ctx.peer(name) for name in ("alice", "bob", "carol")]
-    peers[0].close()
-    ctx.peers.remove(peers[0])
-    ctx.peer("dave")
-    ctx.expect_alive("after four connections and one close")
+    """Two hundred clients connect, more than a listen backlog holds: all accepted."""
+    # The kernel completes connections into the listen queue by itself, so a server that
+    # never calls accept() would pass a handful; 200 is more than the usual backlog (128:
+    # what listen() takes by default), and the 129th connect() then waits in vain.
+    for i in range(200):
+        try:
+            ctx.peers.append(Peer(ctx.target.address, f"c{i}"))
+        except OSError as exc:
+            raise Failed(
+                f"client {i + 1} of 200 could not connect ({exc}): the listen queue is full, "
+                "so the server is not accepting"
+            ) from None
+    ctx.peers.pop(0).close()
+    ctx.peer("late")
+    ctx.expect_alive("after 201 connections and one close")
 
 
 # ------------------------------------------------------------------------------- rooms
