@@ -15,8 +15,8 @@ Three checks of this chapter's own join the grader's:
 
 - ``registered`` (step "accept"): a client connects and the server registers its socket on
   ``self.sel`` (it reads the server object: in-process only). The grader's ``accept`` check
-  cannot tell a server that never calls accept() from one that does (the kernel completes
-  connections into the listen backlog either way); this check can.
+  sees a server that never calls accept() only once the listen backlog is full (its 129th
+  client cannot connect); this check names what is missing.
 - ``echo`` (step "accept" only, since rooms replace the echo): what a client sends comes
   back to that client, and only to it.
 - ``slow-dropped`` (step "limits"): a member who never reads is dropped once the server has
