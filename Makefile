@@ -36,9 +36,11 @@ test: $(STAMP)
 # requires-python admits, each in its own venv (.venv-py3.10, ...) with '.[test,redis]', from
 # pyenv (or pythonX.Y on PATH). Not the notebooks (nbval) nor the browser test: those are the
 # course, run by make test. A Python missing here is reported as skipped, not failed.
-# MATRIX_PYTEST_ARGS adds pytest options, e.g. MATRIX_PYTEST_ARGS='-m "not slow"'.
+# MATRIX_PYTEST_ARGS adds pytest options, e.g. MATRIX_PYTEST_ARGS='-m "not slow"'. The whole-
+# server gradings (tests/test_grade.py, marked grading: ten minutes together) run once, in
+# make test; the grader's own tests run here too.
 MATRIX_PYTHONS ?= 3.10 3.13
-MATRIX_PYTEST_ARGS ?=
+MATRIX_PYTEST_ARGS ?= -m "not grading"
 test-matrix:
 	@ran=; skipped=; failed=; \
 	pyenv_root=$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}"); \

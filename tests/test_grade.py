@@ -37,6 +37,7 @@ def test_every_bug_has_a_check_and_every_check_a_step():
     ), "checks are listed in the order of the steps"
 
 
+@pytest.mark.grading
 @pytest.mark.parametrize("backend", chatlab.available_backends())
 def test_chatlab_passes_every_check(backend):
     board = grade_command(f"python -m chatlab.server --backend {backend} --port {{port}}")
@@ -44,11 +45,13 @@ def test_chatlab_passes_every_check(backend):
     assert len(board.passed) == len(CHECKS), str(board)
 
 
+@pytest.mark.grading
 def test_the_correct_tiny_server_passes_every_check():
     board = grade_command(f"python {TINY} {{port}}")
     assert board.failed == [], str(board)
 
 
+@pytest.mark.grading
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_a_server_with_one_bug_fails_exactly_the_checks_named_for_it(bug):
     board = grade_command(f"python {TINY} {{port}} --bug {bug}")
@@ -58,6 +61,7 @@ def test_a_server_with_one_bug_fails_exactly_the_checks_named_for_it(bug):
             assert result.hint == CHECKS[result.name].hint  # the hint names the usual bug
 
 
+@pytest.mark.grading
 def test_the_original_server_fails_every_named_check():
     board = grade_command("python -m chatlab.classic --port {port}")
     named = set().union(*(named_for(bug) for bug in BUGS))
