@@ -61,7 +61,8 @@ test-matrix:
 	        touch $$venv/.installed-test || { failed="$$failed $$v(install)"; continue; }; \
 	    fi; \
 	    $$venv/bin/python -m pytest tests -p no:nbval -o addopts='-ra --strict-markers' \
-	        --ignore=tests/test_lab_browser.py $(MATRIX_PYTEST_ARGS) \
+	        --ignore=tests/test_lab_browser.py --ignore=tests/test_live_browser.py \
+	        $(MATRIX_PYTEST_ARGS) \
 	        && ran="$$ran $$v" || failed="$$failed $$v"; \
 	    echo "test-matrix: Python $$v took $$(($$(date +%s) - start)) s"; \
 	done; \
