@@ -382,6 +382,30 @@ class EventLoop:
         self._wake()
         return handle
 
+    def call_and_wait(self, fn: Callable[..., Any], *args: Any, timeout: float = 5.0) -> Any:
+        """From another thread: run ``fn(*args)`` on the loop's thread, between two handlers,
+        and return its result (or raise its exception); TimeoutError if the loop does not
+        get to it within ``timeout`` seconds. From the loop's own thread: just call it."""
+        if self._running and threading.get_ident() == self._thread_id:
+            return fn(*args)
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = fn(*args)
+            except BaseException as exc:  # handed back to the calling thread below
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self.call_soon_threadsafe(run)
+        if not done.wait(timeout):
+            raise TimeoutError(f"the loop did not run {fn!r} within {timeout:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
     def _wake(self) -> None:
         try:
             self._wake_w.send(b"\0")

@@ -88,23 +88,12 @@ def in_loop(server: chatlab.ChatServer, fn, timeout: float = TIMEOUT):
 
     ``in_loop(server, server.connections)`` is a snapshot taken between two handlers.
     """
-    done = threading.Event()
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the test thread below
-            box["error"] = exc
-        finally:
-            done.set()
-
-    server.loop.call_soon_threadsafe(run)
-    if not done.wait(timeout):
-        raise AssertionError(f"the server's loop did not run a callback within {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    try:
+        return server.loop.call_and_wait(fn, timeout=timeout)
+    except TimeoutError:
+        raise AssertionError(
+            f"the server's loop did not run a callback within {timeout:g} s"
+        ) from None
 
 
 # ------------------------------------------------------------------------------- syncs

@@ -596,6 +596,23 @@ def test_call_soon_threadsafe_wakes_a_blocked_loop(loop):
     assert len(got) == 1 and got[0] != threading.get_ident()
 
 
+def test_call_and_wait_runs_on_the_loop_thread_and_hands_back_result_and_error(loop):
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        assert loop.call_and_wait(threading.get_ident) == thread.ident
+        assert loop.call_and_wait(lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ZeroDivisionError):
+            loop.call_and_wait(lambda: 1 / 0)
+        # from the loop's own thread it is a plain call (waiting there would deadlock)
+        assert loop.call_and_wait(lambda: loop.call_and_wait(lambda: "inner")) == "inner"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    with pytest.raises(TimeoutError, match="did not run"):
+        loop.call_and_wait(lambda: None, timeout=0.05)  # stopped: nobody runs it
+
+
 def test_many_threads_call_soon_threadsafe(loop):
     got = []
     n_threads, per_thread = 4, 250

@@ -64,25 +64,7 @@ class ClientHub:
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = WAIT_SECONDS) -> Any:
         """Run ``fn(*args)`` on the hub's loop thread and return its result (or raise)."""
-        if threading.current_thread() is self._thread:
-            return fn(*args)
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["result"] = fn(*args)
-            except BaseException as exc:  # handed back to the caller below
-                box["error"] = exc
-            finally:
-                done.set()
-
-        self.loop.call_soon_threadsafe(run)
-        if not done.wait(timeout):
-            raise TimeoutError(f"the hub's loop did not run {fn!r} within {timeout} s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
+        return self.loop.call_and_wait(fn, *args, timeout=timeout)
 
     def connect(self, address: tuple[str, int], nick: str | None = None, **kwargs) -> LiveClient:
         """A new LiveClient of this hub (see LiveClient for the arguments)."""
