@@ -6,13 +6,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .checks import CHECKS, STEPS, Context, Failed, Skipped
+from .checks import CHECKS, FD_LIMIT, STEPS, Context, Failed, Skipped
 from .targets import Target
 
 __all__ = ["Result", "Scoreboard", "grade", "select_checks"]
-
-#: what a thousand clients and the server under test need (both are on this machine)
-FD_LIMIT = 2500
 
 
 @dataclass(frozen=True)
