@@ -87,7 +87,11 @@ class ClassicServer:
             # reports it readable at once, forever: the loop spins at full CPU.
             # (server.ChatServer._on_readable: b"" goes to the one disconnect path)
             return
-        room_id, text = match.groups()
+        self.deliver(sock, *match.groups())
+
+    def deliver(self, sock: socket.socket, room_id: bytes, text: bytes) -> None:
+        # The original does this inline, after its match. A method of its own (not in the
+        # original) so that a lesson can fix the framing above and keep what follows.
         room = self.rooms.setdefault(room_id, [])
         host, port = sock.getpeername()[:2]
         if sock not in room:

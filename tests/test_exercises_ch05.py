@@ -42,16 +42,8 @@ class NoSpin(ClassicServer):
 
     def dispatch(self, sock, data):
         match = CLASSIC_RE.match(data)
-        if not match:
-            return
-        room_id, text = match.groups()
-        room = self.rooms.setdefault(room_id, [])
-        host, port = sock.getpeername()[:2]
-        if sock not in room:
-            room.append(sock)
-            self.broadcast(room, sock, f"[{host}:{port}] entered room.".encode())
-        if text:
-            self.broadcast(room, sock, b"<" + str((host, port)).encode() + b">" + text)
+        if match:
+            self.deliver(sock, *match.groups())
 
 
 class SurvivesReset(NoSpin):

@@ -198,13 +198,7 @@ def deliver(server: ClassicServer, sock: Any, room_id: int | bytes, text: bytes)
         key = str(room_id).encode()
     else:
         key = bytes(room_id)
-    room = server.rooms.setdefault(key, [])
-    host, port = sock.getpeername()[:2]
-    if sock not in room:
-        room.append(sock)
-        server.broadcast(room, sock, f"[{host}:{port}] entered room.".encode())
-    if text:
-        server.broadcast(room, sock, b"<" + str((host, port)).encode() + b">" + bytes(text))
+    server.deliver(sock, key, bytes(text))
 
 
 class _Run:
